@@ -1,0 +1,43 @@
+"""Attention with a fused qkv projection, YaRN rotary, grouped-query heads, sinks and an optional
+sliding window. Masking is by absolute positions (see docs/architecture.md, the cache contract)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kernels import reference as ref
+from .layers import RMSNorm
+
+
+class AttentionBlock(nn.Module):
+    """x + out(attention(rmsnorm(x))); parameter names follow the original checkpoint."""
+
+    def __init__(self, *, layer: int, hidden: int, num_heads: int, num_kv_heads: int,
+                 head_dim: int, window: int, eps: float, dtype: torch.dtype, device=None):
+        super().__init__()
+        self.layer, self.window = layer, window
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        q_dim, kv_dim = num_heads * head_dim, num_kv_heads * head_dim
+        self.norm = RMSNorm(hidden, eps, dtype=dtype, device=device)
+        self.qkv = nn.Linear(hidden, q_dim + 2 * kv_dim, bias=True, dtype=dtype, device=device)
+        self.sinks = nn.Parameter(torch.zeros(num_heads, dtype=dtype, device=device))
+        self.out = nn.Linear(q_dim, hidden, bias=True, dtype=dtype, device=device)
+        self.scale = head_dim ** -0.5
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cos_sin, cache=None) -> torch.Tensor:
+        B, T, _ = x.shape
+        qkv = self.qkv(self.norm(x))  # [B, T, Q + 2K]
+        q_dim, kv_dim = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q = qkv[..., :q_dim].view(B, T, self.num_heads, self.head_dim)
+        k = qkv[..., q_dim:q_dim + kv_dim].view(B, T, self.num_kv_heads, self.head_dim)
+        v = qkv[..., q_dim + kv_dim:].view(B, T, self.num_kv_heads, self.head_dim)
+        cos, sin = cos_sin
+        q, k = ref.apply_rotary(q, cos, sin), ref.apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v, key_pos = cache.update(self.layer, k, v, positions)
+        else:
+            key_pos = positions
+        visible = ref.visibility_mask(positions, key_pos, self.window)
+        attn = ref.sink_attention(q, k, v, self.sinks, visible, self.scale)
+        return x + self.out(attn)

@@ -1,0 +1,68 @@
+"""The mixture-of-experts block: router, then only the routed experts are computed.
+
+Experts are held either packed (MXFP4 `blocks`/`scales`, dequantized per used expert on the fly)
+or dense (`mlp1_weight` [E, 2I, H], `mlp2_weight` [E, H, I]); the loader decides which.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..kernels import reference as ref
+from .layers import RMSNorm
+
+
+class PackedMXFP4(nn.Module):
+    """An [E, rows, cols] expert matrix kept as MXFP4: blocks [E, rows, cols/32, 16], scales
+    [E, rows, cols/32], both uint8."""
+
+    def __init__(self, experts: int, rows: int, cols: int, device=None):
+        super().__init__()
+        self.register_buffer("blocks", torch.zeros(experts, rows, cols // 32, 16, dtype=torch.uint8,
+                                                   device=device))
+        self.register_buffer("scales", torch.zeros(experts, rows, cols // 32, dtype=torch.uint8,
+                                                   device=device))
+
+    def expert(self, e: int, dtype: torch.dtype) -> torch.Tensor:
+        return ref.mxfp4_dequantize(self.blocks[e], self.scales[e], dtype)
+
+
+class MLPBlock(nn.Module):
+    """x + sum_e w_e * expert_e(rmsnorm(x)) over the top-k routed experts."""
+
+    def __init__(self, *, hidden: int, intermediate: int, num_experts: int, top_k: int,
+                 limit: float, alpha: float, eps: float, packed: bool, dtype: torch.dtype,
+                 device=None):
+        super().__init__()
+        self.top_k, self.limit, self.alpha = top_k, limit, alpha
+        self.norm = RMSNorm(hidden, eps, dtype=dtype, device=device)
+        self.gate = nn.Linear(hidden, num_experts, bias=True, dtype=dtype, device=device)
+        if packed:
+            self.mlp1_weight = PackedMXFP4(num_experts, 2 * intermediate, hidden, device)
+            self.mlp2_weight = PackedMXFP4(num_experts, hidden, intermediate, device)
+        else:
+            self.mlp1_weight = nn.Parameter(torch.zeros(num_experts, 2 * intermediate, hidden,
+                                                        dtype=dtype, device=device))
+            self.mlp2_weight = nn.Parameter(torch.zeros(num_experts, hidden, intermediate,
+                                                        dtype=dtype, device=device))
+        self.mlp1_bias = nn.Parameter(torch.zeros(num_experts, 2 * intermediate, dtype=dtype,
+                                                  device=device))
+        self.mlp2_bias = nn.Parameter(torch.zeros(num_experts, hidden, dtype=dtype, device=device))
+
+    def weights(self, e: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.mlp1_weight, PackedMXFP4):
+            return self.mlp1_weight.expert(e, dtype), self.mlp2_weight.expert(e, dtype)
+        return self.mlp1_weight[e], self.mlp2_weight[e]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        t = self.norm(x).reshape(-1, shape[-1])  # [N, H]
+        ids, weights = ref.route(t, self.gate.weight, self.gate.bias, self.top_k)  # [N, k] each
+        out = torch.zeros_like(t)
+        for e in torch.unique(ids).tolist():
+            token, slot = torch.nonzero(ids == e, as_tuple=True)
+            w1, w2 = self.weights(e, t.dtype)
+            y = ref.expert_mlp(t[token], w1, self.mlp1_bias[e], w2, self.mlp2_bias[e],
+                               self.limit, self.alpha)
+            out.index_add_(0, token, y * weights[token, slot, None])
+        return x + out.view(shape)

@@ -1,0 +1,82 @@
+"""The gpt-oss transformer: embedding -> blocks (attention, MoE) -> norm -> unembedding."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import AttentionBlock
+from .layers import RMSNorm, Rotary
+from .moe import MLPBlock
+
+EXPERT_MODES = ("mxfp4", "dense")
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int, *, packed: bool, dtype, device):
+        super().__init__()
+        c = config
+        self.attn = AttentionBlock(layer=layer, hidden=c.hidden_size, num_heads=c.num_heads,
+                                   num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+                                   window=c.window(layer), eps=c.rms_norm_eps, dtype=dtype,
+                                   device=device)
+        self.mlp = MLPBlock(hidden=c.hidden_size, intermediate=c.intermediate_size,
+                            num_experts=c.num_experts, top_k=c.experts_per_token,
+                            limit=c.swiglu_limit, alpha=c.swiglu_alpha, eps=c.rms_norm_eps,
+                            packed=packed, dtype=dtype, device=device)
+
+    def forward(self, x, positions, cos_sin, cache=None):
+        return self.mlp(self.attn(x, positions, cos_sin, cache))
+
+
+class Transformer(nn.Module):
+    """`forward(input_ids [B, T], positions [B, T] | None, cache | None) -> logits [B, T, V]`.
+
+    `positions` are absolute; -1 marks padding. Without positions every row counts from 0.
+    `experts="mxfp4"` keeps expert matrices packed, `"dense"` holds them in `dtype`.
+    Parameters are created on `device` (use "meta" and load with `assign=True`).
+    """
+
+    def __init__(self, config: ModelConfig, *, experts: str = "mxfp4",
+                 dtype: torch.dtype = torch.bfloat16, device="meta"):
+        super().__init__()
+        if experts not in EXPERT_MODES:
+            raise ValueError(f"experts must be one of {EXPERT_MODES}, got {experts!r}")
+        c = self.config = config
+        self.experts = experts
+        self.embedding = nn.Embedding(c.vocab_size, c.hidden_size, dtype=dtype, device=device)
+        self.block = nn.ModuleList(
+            TransformerBlock(c, i, packed=experts == "mxfp4", dtype=dtype, device=device)
+            for i in range(c.num_layers))
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype=dtype, device=device)
+        self.unembedding = nn.Linear(c.hidden_size, c.vocab_size, bias=False, dtype=dtype,
+                                     device=device)
+        self.rotary = Rotary(c.head_dim, c.rope_theta, c.rope_scaling_factor, c.rope_ntk_alpha,
+                             c.rope_ntk_beta, c.initial_context_length)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
+                      cache=None) -> torch.Tensor:
+        """input_ids [B, T] -> final-normed hidden states [B, T, H]."""
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        x = self.embedding(input_ids.clamp(0, self.config.vocab_size - 1))
+        cos_sin = self.rotary.cos_sin(positions)
+        for block in self.block:
+            x = block(x, positions, cos_sin, cache)
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., H] -> [..., V]."""
+        return self.unembedding(hidden)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
+                cache=None) -> torch.Tensor:
+        return self.logits(self.hidden_states(input_ids, positions, cache))
