@@ -164,7 +164,8 @@ class ModelConfig:
             "attention_bias": True,
             "attention_dropout": 0.0,
             "eos_token_id": self.eos_token_ids[0],
-            "pad_token_id": self.pad_token_id,
+            # transformers asserts padding_idx < vocab_size (shrunken test vocabularies)
+            "pad_token_id": self.pad_token_id if self.pad_token_id < self.vocab_size else None,
             "experts_per_token": self.experts_per_token,
             "num_experts_per_tok": self.experts_per_token,
             "head_dim": self.head_dim,

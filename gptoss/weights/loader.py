@@ -1,0 +1,244 @@
+"""Load a checkpoint in any published layout into canonical tensors and a `Transformer`.
+
+Layouts (see `layouts.py`): "hf-mxfp4" (the Hugging Face repo root of openai/gpt-oss-*),
+"hf-bf16" (unquantized HF fine-tunes) and "original" (the `original/` folder). The layout is read
+from the tensor names, the config from `config.json` (either dialect). A HF repo root that also
+has `original/` loads the root; a folder with only `original/` loads that.
+
+`load_model` builds the model on the meta device and assigns tensors one at a time. On CPU,
+tensors used as stored stay memory-mapped views of the files; tensors that are fused, transposed,
+cast or (de)quantized are read into private memory first, so their file pages are not kept mapped
+beside the result: the checkpoint is never held twice.
+Experts: a packed checkpoint stays packed MXFP4 unless `dequantize=True` (exact, to `dtype`); a
+bf16 checkpoint stays dense (in `dtype`) unless `quantize=True`, which quantizes it with the
+rule documented in `mxfp4.py` (lossy). Everything else is cast to `dtype`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, ModelConfig
+from . import layouts, mxfp4
+from .layouts import HF_BF16, HF_MXFP4, ORIGINAL
+from .reader import INDEX_NAME, CheckpointError, SafetensorsFolder
+
+__all__ = ["CheckpointError", "Checkpoint", "detect_layout", "open_checkpoint", "load_model",
+           "iter_canonical", "with_experts", "resolve_folder"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _has_weights(folder: Path) -> bool:
+    return (folder / INDEX_NAME).is_file() or any(folder.glob("*.safetensors"))
+
+
+def _download(repo_id: str) -> Path:
+    """Resolve a Hugging Face repo id to a local snapshot (root files only, not original/)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=offline,
+                                      ignore_patterns=["original/*", "metal/*"]))
+    except (OSError, ValueError, EntryNotFoundError) as exc:
+        how = ("HF_HUB_OFFLINE is set and it is not in the local cache" if offline
+               else "it could not be downloaded from the Hugging Face Hub")
+        raise CheckpointError(
+            f"{repo_id!r} is not a local folder, and as a Hugging Face repo id {how} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Download it "
+            f"where there is network (`hf download {repo_id} --local-dir DIR`) and pass DIR, "
+            "or check the path") from None
+
+
+def resolve_folder(path: str | Path) -> Path:
+    """The folder whose safetensors make the checkpoint (downloading a repo id if needed)."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        if not _REPO_ID.match(str(path)):
+            raise CheckpointError(f"{path}: no such folder")
+        folder = _download(str(path))
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: expected a checkpoint folder, not a file")
+    if not _has_weights(folder) and _has_weights(folder / "original"):
+        folder = folder / "original"
+    if not _has_weights(folder):
+        raise CheckpointError(f"{folder}: no *.safetensors files and no {INDEX_NAME}")
+    return folder
+
+
+def _layout_of(names: Iterable[str], where: Path) -> str:
+    names = list(names)
+    if any(n.startswith("block.") or n == "embedding.weight" for n in names):
+        return ORIGINAL
+    if any(n.endswith("mlp.experts.gate_up_proj_blocks") for n in names):
+        return HF_MXFP4
+    if any(n.endswith("mlp.experts.gate_up_proj") for n in names):
+        return HF_BF16
+    sample = ", ".join(repr(n) for n in names[:3])
+    raise CheckpointError(f"{where}: unknown checkpoint layout (tensors such as {sample} are "
+                          f"neither {HF_MXFP4}, {HF_BF16} nor {ORIGINAL})")
+
+
+def detect_layout(path: str | Path) -> str:
+    """"hf-mxfp4" | "hf-bf16" | "original" for a checkpoint folder (or repo id)."""
+    with SafetensorsFolder(resolve_folder(path)) as reader:
+        return _layout_of(reader.names(), reader.index or reader.folder)
+
+
+@dataclass
+class Checkpoint:
+    """An opened, validated checkpoint: read tensors with `iter_canonical`."""
+    folder: Path
+    layout: str
+    config: ModelConfig
+    reader: SafetensorsFolder
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_config(folder: Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_file(folder / "config.json")
+    except ConfigError as exc:
+        raise CheckpointError(f"bad config: {exc}") from None
+
+
+def _validate(reader: SafetensorsFolder, layout: str, config: ModelConfig, config_path: Path):
+    canonical = layouts.canonical_specs(config, packed=layouts.is_packed(layout))
+    expected = {s.name: s for s in layouts.layout_specs(layout, config, canonical)}
+    where = reader.index or reader.folder
+    for name, spec in expected.items():
+        if name not in reader:
+            raise CheckpointError(f"{where}: missing tensor {name!r} (expected {list(spec.shape)} "
+                                  f"for a {layout} checkpoint of {config_path})")
+        info = reader.info(name)
+        if info.shape != spec.shape:
+            raise CheckpointError(f"{info.file}: tensor {name!r} has shape {list(info.shape)}, "
+                                  f"but {config_path} implies {list(spec.shape)}")
+        ok = (info.dtype == torch.uint8 if spec.dtype == torch.uint8 else
+              info.dtype in (torch.bfloat16, torch.float16, torch.float32))
+        if not ok:
+            want = "uint8" if spec.dtype == torch.uint8 else "bf16, fp16 or fp32"
+            raise CheckpointError(f"{info.file}: tensor {name!r} has dtype {info.dtype}, "
+                                  f"expected {want}")
+    for name in reader.names():
+        if name not in expected:
+            raise CheckpointError(f"{reader.info(name).file}: unexpected tensor {name!r} (not "
+                                  f"part of a {layout} checkpoint of {config_path})")
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Find the folder, detect the layout, read the config and check every tensor's header."""
+    folder = resolve_folder(path)
+    reader = SafetensorsFolder(folder)
+    try:
+        layout = _layout_of(reader.names(), reader.index or folder)
+        config = _read_config(folder)
+        _validate(reader, layout, config, folder / "config.json")
+    except BaseException:
+        reader.close()
+        raise
+    return Checkpoint(folder, layout, config, reader)
+
+
+def iter_canonical(ckpt: Checkpoint, mapped: Callable[[str, torch.dtype], bool] | None = None
+                   ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(canonical name, tensor) in checkpoint order, in the stored dtypes and expert form.
+
+    A renamed-only tensor is a memory-mapped view of its file when `mapped(canonical name,
+    stored dtype)` says the caller keeps it unchanged; every other tensor is a private copy.
+    """
+    for rule in layouts.rules(ckpt.layout, ckpt.config):
+        keep = (rule.kind == "same" and mapped is not None
+                and mapped(rule.canonical, ckpt.reader.info(rule.sources[0]).dtype))
+        try:
+            tensor = rule.join([ckpt.reader.get(s, mapped=keep) for s in rule.sources])
+        except ValueError as exc:  # e.g. q/k/v of different dtypes
+            if isinstance(exc, CheckpointError):
+                raise
+            file = ckpt.reader.info(rule.sources[0]).file
+            raise CheckpointError(f"{file}: cannot build {rule.canonical!r}: {exc}") from None
+        yield rule.canonical, tensor
+
+
+def with_experts(stream: Iterable[tuple[str, torch.Tensor]], *, packed: bool,
+                 dense_dtype: torch.dtype = torch.bfloat16) -> Iterator[tuple[str, torch.Tensor]]:
+    """Convert expert matrices in a canonical stream to packed (quantize) or dense (dequantize,
+    exact, in `dense_dtype`); other tensors pass through. `.blocks` must precede `.scales`."""
+    held: dict[str, torch.Tensor] = {}
+    for name, tensor in stream:
+        if name.endswith(".blocks") and not packed:
+            held[name.removesuffix(".blocks")] = tensor
+        elif name.endswith(".scales") and not packed:
+            base = name.removesuffix(".scales")
+            yield base, mxfp4.dequantize(held.pop(base), tensor, dense_dtype)
+        elif packed and layouts.is_expert_matrix(name) and not name.endswith((".blocks", ".scales")):
+            blocks, scales = mxfp4.quantize(tensor)
+            yield name + ".blocks", blocks
+            yield name + ".scales", scales
+        else:
+            yield name, tensor
+
+
+def _assign(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    current = module._parameters.get(attr)
+    if current is None and attr not in module._buffers:
+        raise CheckpointError(f"the model has no parameter {name!r}")
+    old = current if current is not None else module._buffers[attr]
+    if tuple(old.shape) != tuple(tensor.shape):
+        raise CheckpointError(f"tensor {name!r} is {list(tensor.shape)}, the model expects "
+                              f"{list(old.shape)}")
+    if current is not None:
+        module._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=current.requires_grad)
+    else:
+        module._buffers[attr] = tensor
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.bfloat16, dequantize: bool = False,
+               quantize: bool = False):
+    """Load a checkpoint folder or HF repo id into a `Transformer` on `device`.
+
+    Experts: packed checkpoints stay packed unless `dequantize`; bf16 checkpoints stay dense
+    unless `quantize`. Non-expert tensors and dense experts are in `dtype`.
+    """
+    from ..model.transformer import Transformer
+    if dequantize and quantize:
+        raise ValueError("choose at most one of dequantize and quantize")
+    with open_checkpoint(path) as ckpt:
+        packed = (layouts.is_packed(ckpt.layout) and not dequantize) or quantize
+        model = Transformer(ckpt.config, experts="mxfp4" if packed else "dense", dtype=dtype,
+                            device="meta")
+        cpu = torch.device(device).type == "cpu"
+
+        def unchanged(name: str, stored: torch.dtype) -> bool:  # used as stored: keep mapped
+            if stored == torch.uint8:
+                return cpu and packed
+            return cpu and stored == dtype and not (quantize and layouts.is_expert_matrix(name))
+
+        stream = with_experts(iter_canonical(ckpt, unchanged), packed=packed, dense_dtype=dtype)
+        for name, tensor in stream:
+            if tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            _assign(model, name, tensor.to(device))
+    left = [n for n, t in model.state_dict().items() if t.is_meta]
+    if left:
+        raise CheckpointError(f"{ckpt.folder}: nothing loaded for {left[:3]} (model and "
+                              "checkpoint names disagree)")
+    return model.to(device).eval()
+

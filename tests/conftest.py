@@ -1,0 +1,25 @@
+"""Shared pytest fixtures. Keep each fixture small and documented; add new ones below."""
+from __future__ import annotations
+
+import pytest
+
+from gptoss.config import ModelConfig
+
+CHECKPOINT_LAYOUTS = ("hf-mxfp4", "original", "hf-bf16")
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> ModelConfig:
+    """The `tiny` preset with a 1024-token vocabulary (fast; not for the real tokenizer)."""
+    return ModelConfig.preset("tiny").replace(vocab_size=1024, eos_token_ids=(2,), pad_token_id=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, tiny_config) -> dict:
+    """Random checkpoints of `tiny_config` (seed 0), written once per session:
+    {"hf-mxfp4": Path, "original": Path, "hf-bf16": Path}. Treat them as read-only."""
+    from gptoss.weights.writer import write_random_checkpoint
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    return {layout: write_random_checkpoint(tiny_config, root / layout, seed=0, layout=layout,
+                                            progress=False)
+            for layout in CHECKPOINT_LAYOUTS}
