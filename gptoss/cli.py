@@ -19,7 +19,8 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gptoss", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gptoss", description="Run, serve and convert OpenAI's gpt-oss models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

@@ -1,0 +1,173 @@
+"""`gptoss generate` and `gptoss chat`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .printer import HarmonyPrinter, RawPrinter, event_json
+
+EFFORTS = ("low", "medium", "high")
+DTYPES = ("bfloat16", "float32", "float16")
+
+
+class ToolsFileError(ValueError):
+    """An unreadable or malformed --tools file."""
+
+
+# ---- shared options ---------------------------------------------------------------------------
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="M",
+                   help="checkpoint folder or Hugging Face repo id (e.g. openai/gpt-oss-20b)")
+    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="compute dtype")
+    p.add_argument("--dequantize", action="store_true",
+                   help="hold the experts in --dtype instead of packed MXFP4 (needs more memory)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-model-len", type=int, default=None, metavar="N", help="context limit")
+    p.add_argument("--kv-cache-tokens", type=int, default=32768, metavar="N",
+                   help="KV positions of the full-attention layers, all requests together")
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _prompt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reasoning-effort", choices=EFFORTS, default="medium")
+    p.add_argument("--system", default=None, metavar="TEXT",
+                   help="system prompt (rendered as the developer message's instructions, as the "
+                        "model's chat template does)")
+    p.add_argument("--developer", default=None, metavar="TEXT", help="developer instructions")
+    p.add_argument("--model-identity", default=None, metavar="TEXT",
+                   help="the harmony system message's identity line")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
+
+def register(subparsers) -> None:
+    g = subparsers.add_parser("generate", help="generate a reply to one prompt, streamed",
+                              description="Render PROMPT as a harmony conversation and stream the "
+                                          "reply: reasoning dimmed, the answer plainly.")
+    g.add_argument("prompt")
+    _model_args(g)
+    _sampling_args(g)
+    _prompt_args(g)
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--raw", action="store_true",
+                      help="PROMPT is plain text (no harmony); print the raw output tokens")
+    mode.add_argument("--json", action="store_true", help="print the event stream as JSON lines")
+    g.set_defaults(func=run_generate)
+
+    c = subparsers.add_parser("chat", help="interactive chat (REPL)",
+                              description="Chat on the terminal. Commands: /reset, /effort "
+                                          "low|medium|high, /reasoning show|hide, /help, /quit.")
+    _model_args(c)
+    _sampling_args(c)
+    _prompt_args(c)
+    c.add_argument("--tools", type=Path, default=None, metavar="FILE",
+                   help="JSON list of function tools (OpenAI format); you answer each call")
+    c.add_argument("--hide-reasoning", action="store_true", help="start with /reasoning hide")
+    c.set_defaults(func=run_chat)
+
+
+# ---- building blocks --------------------------------------------------------------------------
+def build_llm(args: argparse.Namespace):
+    import torch
+
+    from .llm import LLM
+    return LLM(args.model, dtype=getattr(torch, args.dtype), device=args.device,
+               dequantize=args.dequantize, max_model_len=args.max_model_len,
+               kv_cache_tokens=args.kv_cache_tokens)
+
+
+def sampling_params(args: argparse.Namespace):
+    from .sampler import SamplingParams
+    return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                          seed=args.seed, max_tokens=args.max_tokens)
+
+
+def use_color(args: argparse.Namespace, out=None) -> bool:
+    out = out or sys.stdout
+    if args.color != "auto":
+        return args.color == "always"
+    return out.isatty() and not os.environ.get("NO_COLOR")
+
+
+def instructions(args: argparse.Namespace) -> list[dict]:
+    """--system / --developer as leading chat messages."""
+    msgs = []
+    if args.system:
+        msgs.append({"role": "system", "content": args.system})
+    if args.developer:
+        msgs.append({"role": "developer", "content": args.developer})
+    return msgs
+
+
+def load_tools(path: Path | None) -> list[dict] | None:
+    """A JSON list of tools, each `{"type": "function", "function": {...}}` or the bare function
+    object `{"name", "description", "parameters"}`; returned in the OpenAI form."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ToolsFileError(f"{path}: cannot read a JSON tools list ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("tools"), list):
+        data = data["tools"]
+    if not isinstance(data, list):
+        raise ToolsFileError(f"{path}: expected a JSON list of tools")
+    tools = []
+    for i, tool in enumerate(data):
+        if not isinstance(tool, dict):
+            raise ToolsFileError(f"{path}: tools[{i}] is not an object")
+        tools.append(tool if "function" in tool else {"type": "function", "function": tool})
+    return tools
+
+
+# ---- gptoss generate --------------------------------------------------------------------------
+def run_generate(args: argparse.Namespace) -> int:
+    from ..harmony.chat import render_chat
+    from .stream import AsyncEngine
+
+    llm = build_llm(args)
+    if args.raw:
+        prompt = args.prompt
+    else:
+        messages = instructions(args) + [{"role": "user", "content": args.prompt}]
+        prompt = render_chat(messages, reasoning_effort=args.reasoning_effort,
+                             model_identity=args.model_identity)
+    printer = RawPrinter(sys.stdout) if args.raw else HarmonyPrinter(sys.stdout, color=use_color(args))
+    with AsyncEngine(llm) as engine:
+        stream = engine.submit(prompt, sampling_params(args), harmony=not args.raw)
+        try:
+            for event in stream:
+                if args.json:
+                    print(event_json(event), flush=True)
+                elif type(event).__name__ == "FinishEvent":
+                    printer.finish(event)
+                else:
+                    printer.handle(event)
+        except KeyboardInterrupt:
+            stream.cancel()
+            raise
+    return 0
+
+
+# ---- gptoss chat ------------------------------------------------------------------------------
+def run_chat(args: argparse.Namespace) -> int:
+    from .repl import ChatSession
+    from .stream import AsyncEngine
+
+    tools = load_tools(args.tools)
+    llm = build_llm(args)
+    with AsyncEngine(llm) as engine:
+        session = ChatSession(engine, sampling_params(args), tools=tools,
+                              instructions=instructions(args), effort=args.reasoning_effort,
+                              show_reasoning=not args.hide_reasoning,
+                              model_identity=args.model_identity, color=use_color(args))
+        return session.run()

@@ -1,0 +1,157 @@
+"""The offline engine: `LLM(model).generate(prompts, SamplingParams(...))` and `LLM.chat(...)`.
+
+One engine step is `scheduler.schedule -> runner.run (model forward + sampler) ->
+scheduler.postprocess`; `generate` adds its requests and steps until they finish. `LLM` is not
+thread-safe: `gptoss.engine.stream.AsyncEngine` drives one from a background thread for
+concurrent streaming clients.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .chat_output import ChatOutput
+from .config import EngineConfig
+from .detokenizer import Detokenizer
+from .kv_cache import PagedKVCache
+from .request import Request, RequestOutput
+from .runner import ModelRunner
+from .sampler import LogitsProcessor, SamplingParams
+from .scheduler import Scheduler
+
+Prompt = str | Sequence[int]
+
+
+class PromptError(ValueError):
+    """A prompt the engine cannot take (empty, bad token ids, too long for the context)."""
+
+
+class LLM:
+    """`LLM(model)`: `model` is a checkpoint folder, a Hugging Face repo id (downloaded and
+    cached) or an already built `Transformer`. `dequantize=True` holds the experts in `dtype`
+    instead of packed MXFP4. Engine settings come from `engine_config` or keyword overrides
+    (see `EngineConfig`)."""
+
+    def __init__(self, model: str | Path | torch.nn.Module, *, tokenizer=None,
+                 dtype: torch.dtype = torch.bfloat16, device: str = "cpu", dequantize: bool = False,
+                 engine_config: EngineConfig | None = None, **engine_overrides: Any):
+        if isinstance(model, torch.nn.Module):
+            self.model, folder = model.eval(), None
+        else:
+            from ..weights.loader import load_model, resolve_folder
+            folder = resolve_folder(model)
+            self.model = load_model(folder, device=device, dtype=dtype, dequantize=dequantize)
+        if tokenizer is None:
+            from ..harmony.tokenizer import get_tokenizer
+            tokenizer = get_tokenizer(folder)
+        self.tokenizer = tokenizer
+        self.model_config = self.model.config
+        cfg = engine_config or EngineConfig()
+        if engine_overrides:
+            import dataclasses
+            cfg = dataclasses.replace(cfg, **engine_overrides)
+        self.config = cfg
+        self.context_length = cfg.context_length(self.model_config)
+        windows = [self.model_config.window(i) for i in range(self.model_config.num_layers)]
+        param = next(self.model.parameters())
+        self.cache = PagedKVCache(
+            self.model_config, block_size=cfg.block_size, full_blocks=cfg.full_blocks(),
+            sliding_blocks=cfg.sliding_blocks(max(windows)), dtype=self.model.dtype,
+            device=param.device, prefix_caching=cfg.prefix_caching)
+        self.scheduler = Scheduler(self.cache, max_num_seqs=cfg.max_num_seqs,
+                                   max_num_batched_tokens=cfg.max_num_batched_tokens)
+        self.runner = ModelRunner(self.model, self.cache)
+        self.requests: dict[str, Request] = {}
+
+    # ---- the step loop -----------------------------------------------------------------------
+    def make_request(self, prompt: Prompt, params: SamplingParams | None = None, *,
+                     request_id: str | None = None,
+                     logits_processor: LogitsProcessor | None = None) -> Request:
+        """Validate a prompt and build its Request (touches no engine state; thread-safe)."""
+        params = params or SamplingParams()
+        ids = self.encode_prompt(prompt)
+        room = self.context_length - len(ids)
+        if room <= 0 or (params.max_tokens is not None and params.max_tokens > room):
+            asked = f" + max_tokens {params.max_tokens}" if params.max_tokens is not None else ""
+            raise PromptError(f"the prompt has {len(ids)} tokens{asked}, which exceeds the "
+                              f"context length of {self.context_length} tokens")
+        return Request(ids, params, Detokenizer(self.tokenizer, params.stop),
+                       max_tokens=params.max_tokens or room, request_id=request_id or "",
+                       logits_processor=logits_processor)
+
+    def add_request(self, prompt: Prompt | Request, params: SamplingParams | None = None,
+                    **kwargs: Any) -> Request:
+        request = prompt if isinstance(prompt, Request) else self.make_request(prompt, params, **kwargs)
+        if request.request_id in self.requests:
+            raise PromptError(f"request id {request.request_id!r} is already in use")
+        self.requests[request.request_id] = request
+        self.scheduler.add(request)
+        return request
+
+    def step(self) -> list[Request]:
+        """Run one engine step; returns the requests that got a token or finished."""
+        out = self.scheduler.schedule()
+        if not out.chunks:
+            return []
+        updated = self.scheduler.postprocess(out, self.runner.run(out))
+        for request in updated:
+            if request.finished:
+                self.requests.pop(request.request_id, None)
+        return updated
+
+    def abort(self, request_id: str) -> Request | None:
+        """Cancel a request; its KV blocks are freed at once."""
+        self.requests.pop(request_id, None)
+        return self.scheduler.abort(request_id)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # ---- offline API -------------------------------------------------------------------------
+    def generate(self, prompts: Prompt | Sequence[Prompt],
+                 params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
+        """Generate for every prompt (token-id lists, or strings encoded as plain text) at once;
+        outputs come back in prompt order."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"generate: {len(prompts)} prompts but {len(params)} SamplingParams")
+        requests = [self.make_request(p, sp) for p, sp in zip(prompts, params)]
+        for request in requests:
+            self.add_request(request)
+        while not all(r.finished for r in requests):
+            self.step()
+        return [r.output() for r in requests]
+
+    def chat(self, messages: Sequence[dict], params: SamplingParams | None = None, *,
+             reasoning_effort: str | None = None, tools: Sequence[dict] | None = None,
+             logits_processor: LogitsProcessor | None = None,
+             **render_options: Any) -> ChatOutput:
+        """Render chat-completions style messages as harmony (`render_options`: tool_choice,
+        response_format, model_identity, current_date, builtin_tools), generate, and parse the
+        answer into its reasoning, final text and tool calls."""
+        from ..harmony.chat import render_chat
+        prompt = render_chat(list(messages), tools=tools, reasoning_effort=reasoning_effort,
+                             **render_options)
+        request = self.add_request(prompt, params, logits_processor=logits_processor)
+        while not request.finished:
+            self.step()
+        return ChatOutput.from_output(request.output(), self.tokenizer)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = list(prompt)
+            vocab = self.model_config.vocab_size
+            bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
+            if bad:
+                raise PromptError(f"prompt token ids must be integers in [0, {vocab}); got {bad[:5]}")
+        if not ids:
+            raise PromptError("the prompt is empty")
+        return ids

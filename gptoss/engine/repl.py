@@ -1,0 +1,166 @@
+"""The `gptoss chat` read-eval-print loop.
+
+The history is kept as chat-completions messages and re-rendered as harmony each turn (earlier
+reasoning is dropped by the renderer once answered; repeated prefixes come from the KV prefix
+cache). Function tool calls are shown and the user types each result.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+from .events import FinishEvent, TokenEvent
+from .printer import DIM, RESET, HarmonyPrinter
+
+HELP = ("commands: /reset (clear the history), /effort low|medium|high, "
+        "/reasoning show|hide, /help, /quit")
+MAX_TOOL_ROUNDS = 8
+
+
+@dataclass
+class Turn:
+    """What one generation produced."""
+
+    messages: list           # ParsedMessage
+    finish_reason: str
+    tokens: int
+    seconds: float           # first token to finish
+    prompt_tokens: int
+    cached_tokens: int
+
+
+class ChatSession:
+    def __init__(self, engine, params, *, tools=None, instructions=(), effort="medium",
+                 show_reasoning=True, model_identity=None, color=False,
+                 inp: TextIO | None = None, out: TextIO | None = None):
+        self.engine, self.params, self.tools = engine, params, tools
+        self.instructions, self.effort = list(instructions), effort
+        self.show_reasoning, self.model_identity, self.color = show_reasoning, model_identity, color
+        self.inp, self.out = inp or sys.stdin, out or sys.stdout
+        self.history: list[dict] = []
+        self._call_ids = itertools.count()
+
+    # ---- input -------------------------------------------------------------------------------
+    def _read(self, prompt: str) -> str | None:
+        if self.inp is sys.stdin and self.out is sys.stdout and sys.stdin.isatty():
+            import readline  # noqa: F401  (line editing and history for input())
+            try:
+                return input(prompt)
+            except EOFError:
+                return None
+        self.out.write(prompt)
+        self.out.flush()
+        line = self.inp.readline()
+        return None if not line else line.rstrip("\n")
+
+    def _say(self, text: str) -> None:
+        self.out.write(f"{DIM}{text}{RESET}\n" if self.color else text + "\n")
+        self.out.flush()
+
+    def run(self) -> int:
+        self._say(f"gptoss chat (reasoning effort {self.effort}). {HELP}")
+        while True:
+            line = self._read(">>> ")
+            if line is None:
+                self.out.write("\n")
+                return 0
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if self.command(line) == "quit":
+                    return 0
+                continue
+            self.history.append({"role": "user", "content": line})
+            self.respond()
+
+    def command(self, line: str) -> str | None:
+        name, _, arg = line.partition(" ")
+        arg = arg.strip().lower()
+        if name in ("/quit", "/exit"):
+            return "quit"
+        if name == "/reset":
+            self.history.clear()
+            self._say("(history cleared)")
+        elif name == "/effort" and arg in ("low", "medium", "high"):
+            self.effort = arg
+            self._say(f"(reasoning effort: {arg})")
+        elif name == "/reasoning" and arg in ("show", "hide"):
+            self.show_reasoning = arg == "show"
+            self._say(f"(reasoning: {arg})")
+        else:
+            self._say(HELP)
+        return None
+
+    # ---- a reply, with tool rounds -----------------------------------------------------------
+    def respond(self) -> None:
+        for _ in range(MAX_TOOL_ROUNDS):
+            try:
+                turn = self.generate()
+            except KeyboardInterrupt:
+                self._say("(interrupted)")
+                return
+            calls = self.record(turn)
+            self._stats(turn)
+            if not calls or turn.finish_reason != "stop":
+                return
+            for call in calls:
+                fn = call["function"]
+                result = self._read(f"result of {fn['name']}({fn['arguments']})> ")
+                self.history.append({"role": "tool", "tool_call_id": call["id"],
+                                     "content": result or ""})
+        self._say(f"(stopped after {MAX_TOOL_ROUNDS} tool rounds)")
+
+    def prompt_ids(self) -> list[int]:
+        from ..harmony.chat import render_chat
+        return render_chat(self.instructions + self.history, tools=self.tools,
+                           reasoning_effort=self.effort, model_identity=self.model_identity)
+
+    def generate(self) -> Turn:
+        printer = HarmonyPrinter(self.out, color=self.color, show_reasoning=self.show_reasoning)
+        stream = self.engine.submit(self.prompt_ids(), self.params, harmony=True)
+        messages, first, tokens = [], None, 0
+        try:
+            for event in stream:
+                if isinstance(event, TokenEvent):
+                    first, tokens = first or time.monotonic(), tokens + 1
+                elif isinstance(event, FinishEvent):
+                    printer.finish(event)
+                    elapsed = time.monotonic() - first if first else 0.0
+                    return Turn(messages, event.finish_reason, tokens, elapsed,
+                                event.usage.prompt_tokens, event.usage.cached_tokens)
+                else:
+                    if type(event).__name__ == "MessageDone":
+                        messages.append(event.message)
+                    printer.handle(event)
+        except KeyboardInterrupt:
+            stream.cancel()
+            raise
+        raise RuntimeError("the event stream ended without a FinishEvent")
+
+    def record(self, turn: Turn) -> list[dict]:
+        """Append the assistant's turn to the history; returns its function calls."""
+        own = [m for m in turn.messages if m.role == "assistant"]
+        reasoning = "".join(m.text for m in own if m.channel == "analysis" and not m.recipient)
+        calls = [{"id": f"call_{next(self._call_ids)}", "type": "function",
+                  "function": {"name": m.recipient.removeprefix("functions."), "arguments": m.text}}
+                 for m in own if m.recipient and m.recipient.startswith("functions.")]
+        entry: dict = {"role": "assistant"}
+        if reasoning:
+            entry["reasoning_content"] = reasoning
+        if calls:
+            preamble = "".join(m.text for m in own if m.channel == "commentary" and not m.recipient)
+            entry.update(content=preamble or None, tool_calls=calls)
+        else:
+            entry["content"] = "".join(m.text for m in own if m.channel == "final" and not m.recipient)
+        self.history.append(entry)
+        return calls
+
+    def _stats(self, turn: Turn) -> None:
+        rate = (turn.tokens - 1) / turn.seconds if turn.tokens > 1 and turn.seconds > 0 else 0.0
+        cut = "" if turn.finish_reason == "stop" else f", {turn.finish_reason}"
+        self._say(f"[{turn.tokens} tokens, {rate:.1f} tok/s; prompt {turn.prompt_tokens} tokens, "
+                  f"{turn.cached_tokens} cached{cut}]")

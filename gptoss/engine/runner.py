@@ -1,0 +1,71 @@
+"""Runs a scheduled step: model forward over the chunks, then the sampler.
+
+Chunks of similar length share a forward pass as rows of one [B, T] batch (padding positions are
+-1); a long prefill chunk and single-token decodes run as separate passes, so that padding never
+multiplies the work (the model computes padded tokens too). Logits are computed only for the
+last token of each chunk that samples (the unembedding is the largest matrix of the model).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .kv_cache import PagedKVCache
+from .sampler import Sampler, SamplerOutput
+from .scheduler import ScheduledChunk, SchedulerOutput
+
+# a group's padded size may exceed its real token count by this factor
+MAX_PADDING = 1.25
+
+
+def group_chunks(chunks: Sequence[ScheduledChunk]) -> list[list[ScheduledChunk]]:
+    """Greedy grouping by length (longest first) while padding stays within MAX_PADDING."""
+    groups: list[list[ScheduledChunk]] = []
+    for chunk in sorted(chunks, key=lambda c: -c.length):
+        if groups:
+            group = groups[-1]
+            padded = (len(group) + 1) * group[0].length
+            real = sum(c.length for c in group) + chunk.length
+            if padded <= MAX_PADDING * real:
+                group.append(chunk)
+                continue
+        groups.append([chunk])
+    return groups
+
+
+class ModelRunner:
+    """`run(step) -> SamplerOutput` with one token per sampling chunk, in chunk order."""
+
+    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, sampler: Sampler | None = None):
+        self.model, self.cache = model, cache
+        self.sampler = sampler or Sampler()
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def run(self, step: SchedulerOutput) -> SamplerOutput:
+        hidden: dict[int, torch.Tensor] = {}  # id(chunk) -> final hidden state [H] of its last token
+        for group in group_chunks(step.chunks):
+            h = self._forward(group)
+            for b, chunk in enumerate(group):
+                if chunk.samples:
+                    hidden[id(chunk)] = h[b, chunk.length - 1]
+        sampling = [c for c in step.chunks if c.samples]
+        if not sampling:
+            return SamplerOutput([], [])
+        logits = self.model.logits(torch.stack([hidden[id(c)] for c in sampling]))  # [N, V]
+        return self.sampler(logits.cpu(), [c.request for c in sampling])
+
+    def _forward(self, group: list[ScheduledChunk]) -> torch.Tensor:
+        """One forward pass over a group of chunks -> final hidden states [B, T, H]."""
+        B, T = len(group), group[0].length
+        ids = torch.zeros(B, T, dtype=torch.long)
+        pos = torch.full((B, T), -1, dtype=torch.long)
+        rows = []
+        for b, chunk in enumerate(group):
+            tokens = chunk.request.all_token_ids[chunk.start:chunk.start + chunk.length]
+            ids[b, :chunk.length] = torch.tensor(tokens)
+            pos[b, :chunk.length] = torch.arange(chunk.start, chunk.start + chunk.length)
+            rows.append((chunk.request.request_id, chunk.start, chunk.length))
+        view = self.cache.view(rows, T)
+        return self.model.hidden_states(ids.to(self.device), pos.to(self.device), view)

@@ -1,0 +1,61 @@
+"""`gptoss serve`: the OpenAI-compatible server on the continuous-batching engine."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+DTYPES = ("bfloat16", "float32", "float16")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="serve a model over the OpenAI API (chat completions, responses)",
+        description="Serve a model over an OpenAI-compatible HTTP API: /v1/chat/completions, "
+                    "/v1/responses, /v1/models, /health, /metrics.")
+    p.add_argument("--model", required=True, metavar="M",
+                   help="checkpoint folder or Hugging Face repo id (e.g. openai/gpt-oss-20b)")
+    p.add_argument("--served-model-name", default=None, metavar="NAME",
+                   help="the model name clients use (default: the repo id or folder name)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("GPTOSS_API_KEY"), metavar="KEY",
+                   help="require `Authorization: Bearer KEY` (default: $GPTOSS_API_KEY; none)")
+    p.add_argument("--db", default=None, metavar="PATH",
+                   help="SQLite file of stored responses (default: the user data directory; "
+                        "':memory:' keeps nothing)")
+    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="compute dtype")
+    p.add_argument("--dequantize", action="store_true",
+                   help="hold the experts in --dtype instead of packed MXFP4 (needs more memory)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-model-len", type=int, default=None, metavar="N", help="context limit")
+    p.add_argument("--kv-cache-tokens", type=int, default=32768, metavar="N",
+                   help="KV positions of the full-attention layers, all requests together")
+    p.add_argument("--max-num-seqs", type=int, default=16, metavar="N",
+                   help="requests decoded together in one step")
+    p.add_argument("--max-tokens-default", type=int, default=None, metavar="N",
+                   help="output limit for requests that set none (default: the context's room)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .app import create_app, serve
+    from .context import ServerOptions, model_names_for
+    from .engine_client import LocalEngine
+    from .store import default_db_path
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    engine = LocalEngine(args.model, dtype=getattr(torch, args.dtype), device=args.device,
+                         dequantize=args.dequantize, max_model_len=args.max_model_len,
+                         kv_cache_tokens=args.kv_cache_tokens, max_num_seqs=args.max_num_seqs)
+    options = ServerOptions(model_names=model_names_for(args.model, args.served_model_name),
+                            api_key=args.api_key, db_path=args.db or default_db_path(),
+                            max_tokens_default=args.max_tokens_default)
+    app = create_app(engine, options)
+    print(f"gptoss serve: {options.model_names[0]} on http://{args.host}:{args.port}/v1 "
+          f"(context {engine.context_length} tokens)", flush=True)
+    serve(app, args.host, args.port, log_level=args.log_level)
+    return 0

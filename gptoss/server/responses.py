@@ -1,0 +1,230 @@
+"""`POST /v1/responses` (and GET / DELETE by id): the Responses API on the same generation core.
+
+Harmony messages become output items: analysis → `reasoning`, final (or a commentary preamble)
+→ `message`, a call → `function_call`. Streaming emits the full event sequence, numbered by
+`sequence_number`. With `store` (the default) the response and its context are written to the
+SQLite store, from which `previous_response_id` continues.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+from ..harmony.chat import ChatFormatError, render_chat
+from .chat import token_logprob
+from .context import ServerContext, constraint_spec
+from .conversation import items_as_dicts, items_to_messages, parse_items
+from .generation import Finished, Generation, PartDelta, PartDone, PartStarted
+from .protocol import APIError, InvalidRequest, UnsupportedFeature, new_id
+from .responses_protocol import (
+    BUILTIN_TOOL_TYPES, IncompleteDetails, InputTokensDetails, MessageItem, OutputFunctionCall,
+    OutputMessage, OutputReasoning, OutputText, OutputTokensDetails, ReasoningText,
+    ResponseObject, ResponsesRequest, ResponseUsage)
+
+ID_PREFIX = {"reasoning": "rs_", "text": "msg_", "tool_call": "fc_"}
+
+
+def _function_tools(req: ResponsesRequest) -> list[dict[str, Any]]:
+    tools = []
+    for k, tool in enumerate(req.tools or []):
+        if tool.type in BUILTIN_TOOL_TYPES:  # the tools issue plugs these in; until then, a 400
+            raise UnsupportedFeature(f"tools[{k}]: the built-in tool {tool.type!r} is not available "
+                                     "on this server yet", param=f"tools[{k}].type")
+        if tool.type != "function":
+            raise UnsupportedFeature(f"tools[{k}]: tools of type {tool.type!r} are not supported",
+                                     param=f"tools[{k}].type")
+        tools.append({"type": "function", "function": {
+            "name": tool.name, "description": tool.description, "parameters": tool.parameters}})
+    return tools
+
+
+def _tool_choice(req: ResponsesRequest) -> str | dict[str, Any]:
+    choice = req.tool_choice or "auto"
+    if isinstance(choice, str):
+        return choice
+    return {"type": "function", "function": {"name": choice.name}}
+
+
+def _format(req: ResponsesRequest) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(chat-style response_format, schema to enforce) from `text.format`."""
+    fmt = req.text.format if req.text else None
+    if fmt is None or fmt.type == "text":
+        return None, None
+    if fmt.type == "json_object":
+        return {"type": "json_object"}, {"type": "object"}
+    spec = {"name": fmt.name, "schema": fmt.schema_, "description": fmt.description}
+    return {"type": "json_schema", "json_schema": spec}, fmt.schema_ or {"type": "object"}
+
+
+async def _context(ctx: ServerContext, req: ResponsesRequest) -> list:
+    if isinstance(req.input, str):
+        items = [MessageItem(role="user", content=req.input)]
+    else:
+        items = list(req.input)
+    if req.previous_response_id is None:
+        return items
+    stored = await asyncio.to_thread(ctx.store.get, req.previous_response_id)
+    if stored is None:
+        raise APIError(404, f"Previous response with id '{req.previous_response_id}' not found.",
+                       param="previous_response_id", code="previous_response_not_found")
+    return parse_items(stored.conversation) + items
+
+
+async def start(ctx: ServerContext, req: ResponsesRequest) -> tuple[Generation, list]:
+    ctx.check_model(req.model)
+    if req.background:
+        raise UnsupportedFeature("background responses are not supported", param="background")
+    tools = _function_tools(req)
+    items = await _context(ctx, req)
+    response_format, schema = _format(req)
+    choice = _tool_choice(req)
+    effort = req.reasoning.effort if req.reasoning else None
+    try:
+        prompt = await asyncio.to_thread(
+            render_chat, items_to_messages(items, req.instructions), tools=tools or None,
+            tool_choice=choice, reasoning_effort=effort, response_format=response_format)
+    except ChatFormatError as exc:
+        raise InvalidRequest(str(exc), param="input") from None
+    limit = ctx.token_limit(len(prompt), req.max_output_tokens, "max_output_tokens")
+    spec = constraint_spec(
+        max_tokens=limit, final_schema=schema,
+        tools=[(t["function"]["name"], t["function"]["parameters"]) for t in tools],
+        tool_choice=choice if isinstance(choice, str) else choice["function"]["name"],
+        max_reasoning_tokens=req.max_reasoning_tokens)
+    processor = await ctx.constraint(spec, "text.format" if schema else "tool_choice")
+    params = ctx.sampling(max_tokens=limit, temperature=req.temperature, top_p=req.top_p,
+                          logprobs=req.top_logprobs)
+    try:
+        generation = Generation(ctx.engine, prompt, params, processor=processor,
+                                metrics=ctx.metrics, arrival=time.monotonic())
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return generation, items
+
+
+class ResponseBuilder:
+    """Turns part events into output items, the stream's events and the final response."""
+
+    def __init__(self, ctx: ServerContext, req: ResponsesRequest) -> None:
+        self.ctx, self.req, self.seq = ctx, req, 0
+        self.response = ResponseObject(
+            id=new_id("resp_"), status="in_progress", model=req.model,
+            instructions=req.instructions, max_output_tokens=req.max_output_tokens,
+            previous_response_id=req.previous_response_id, reasoning=req.reasoning, text=req.text,
+            tools=[t.model_dump(exclude_none=True) for t in req.tools or []],
+            tool_choice=req.tool_choice.model_dump() if hasattr(req.tool_choice, "model_dump")
+            else (req.tool_choice or "auto"),
+            parallel_tool_calls=req.parallel_tool_calls is not False,
+            temperature=req.temperature, top_p=req.top_p, store=req.store,
+            metadata=req.metadata or {})
+        self._items: dict[int, Any] = {}
+        self._logprobs: dict[int, list] = {}
+
+    def event(self, type_: str, **fields: Any) -> dict[str, Any]:
+        self.seq += 1
+        return {"type": type_, "sequence_number": self.seq - 1, **fields}
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.response.model_dump(by_alias=True)
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [self.event("response.created", response=self.snapshot()),
+                self.event("response.in_progress", response=self.snapshot())]
+
+    def feed(self, event) -> list[dict[str, Any]]:
+        if isinstance(event, PartStarted):
+            return self._started(event)
+        if isinstance(event, PartDelta):
+            return self._delta(event)
+        if isinstance(event, PartDone):
+            return self._done(event)
+        if isinstance(event, Finished):
+            return self._finished(event)
+        return []
+
+    def _started(self, e: PartStarted) -> list[dict[str, Any]]:
+        item_id = new_id(ID_PREFIX[e.kind])
+        if e.kind == "reasoning":
+            item = OutputReasoning(id=item_id, content=[], status="in_progress")
+            part = ReasoningText(text="")
+        elif e.kind == "text":
+            item = OutputMessage(id=item_id, content=[], status="in_progress")
+            part = OutputText(text="")
+        else:
+            item, part = OutputFunctionCall(id=item_id, call_id=e.call_id, name=e.name, arguments="",
+                                            status="in_progress"), None
+        self._items[e.part] = item
+        self.response.output.append(item)
+        out = [self.event("response.output_item.added", output_index=e.part, item=item.model_dump())]
+        if part is not None:
+            out.append(self.event("response.content_part.added", item_id=item_id,
+                                  output_index=e.part, content_index=0, part=part.model_dump()))
+        return out
+
+    def _delta(self, e: PartDelta) -> list[dict[str, Any]]:
+        item = self._items[e.part]
+        where = dict(item_id=item.id, output_index=e.part)
+        if e.kind == "reasoning":
+            return [self.event("response.reasoning_text.delta", content_index=0, delta=e.text, **where)]
+        if e.kind == "tool_call":
+            return [self.event("response.function_call_arguments.delta", delta=e.text, **where)]
+        logprobs = [token_logprob(self.ctx.engine.tokenizer, lp) for lp in e.logprobs]
+        self._logprobs.setdefault(e.part, []).extend(logprobs)
+        return [self.event("response.output_text.delta", content_index=0, delta=e.text,
+                           logprobs=[lp.model_dump() for lp in logprobs], **where)]
+
+    def _done(self, e: PartDone) -> list[dict[str, Any]]:
+        item = self._items[e.part]
+        where = dict(item_id=item.id, output_index=e.part)
+        out = []
+        if e.kind == "reasoning":
+            item.content = [ReasoningText(text=e.text)]
+            out += [self.event("response.reasoning_text.done", content_index=0, text=e.text, **where),
+                    self.event("response.content_part.done", content_index=0,
+                               part=item.content[0].model_dump(), **where)]
+        elif e.kind == "text":
+            logprobs = self._logprobs.pop(e.part, [])
+            wanted = self.req.top_logprobs is not None
+            item.content = [OutputText(text=e.text, logprobs=logprobs if wanted else None)]
+            out += [self.event("response.output_text.done", content_index=0, text=e.text,
+                               logprobs=[lp.model_dump() for lp in logprobs], **where),
+                    self.event("response.content_part.done", content_index=0,
+                               part=item.content[0].model_dump(exclude_none=True), **where)]
+        else:
+            item.arguments = e.text
+            out.append(self.event("response.function_call_arguments.done", arguments=e.text,
+                                  name=item.name, **where))
+        item.status = "completed"
+        done = self.event("response.output_item.done", output_index=e.part, item=item.model_dump())
+        return out + [done]
+
+    def _finished(self, e: Finished) -> list[dict[str, Any]]:
+        r = self.response
+        r.usage = ResponseUsage(
+            input_tokens=e.prompt_tokens, output_tokens=e.completion_tokens,
+            total_tokens=e.prompt_tokens + e.completion_tokens,
+            input_tokens_details=InputTokensDetails(cached_tokens=e.cached_tokens),
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=e.reasoning_tokens))
+        if e.reason == "length":
+            r.status, r.incomplete_details = "incomplete", IncompleteDetails(reason="max_output_tokens")
+        else:
+            r.status = "completed"
+        kind = "response.incomplete" if r.status == "incomplete" else "response.completed"
+        return [self.event(kind, response=self.snapshot())]
+
+
+async def run(ctx: ServerContext, req: ResponsesRequest, generation: Generation, items: list,
+              builder: ResponseBuilder) -> AsyncIterator[dict[str, Any]]:
+    """The stream events; the response is stored once complete (when `store` is set)."""
+    for event in builder.opening():
+        yield event
+    async for part in generation.events():
+        for event in builder.feed(part):
+            yield event
+    if req.store:
+        await asyncio.to_thread(ctx.store.put, builder.snapshot(), items_as_dicts(items))
+
+
+def error_event(builder: ResponseBuilder, exc: APIError) -> dict[str, Any]:
+    return builder.event("error", code=exc.code or exc.type, message=exc.message, param=exc.param)

@@ -1,0 +1,165 @@
+"""A scripted stand-in for the engine and a live server in a thread, for tests and benchmarks.
+
+`StubEngine` has the engine's narrow interface (engine_client.py) and emits the same events as
+the real one (token events, the real harmony parser's events, a finish event with usage). What
+it "generates": with a logits processor (a grammar constraint), random logits through that
+processor — a random-weight model in miniature; otherwise the tokens of `reply(prompt_text)`,
+a harmony reply written as text (`<|channel|>final<|message|>…<|return|>`).
+`LiveServer` runs uvicorn on 127.0.0.1 on a free port in a background thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..engine.chat_output import Usage
+from ..engine.events import FinishEvent, TokenEvent
+from ..engine.sampler import HARMONY_STOP_TOKEN_IDS, SamplingParams, TokenLogprobs
+from ..harmony.parser import HarmonyStreamParser
+from ..harmony.tokenizer import VOCAB_SIZE, get_tokenizer
+from .metrics import EngineGauges
+
+BLOCK = 16  # positions per pretend KV block
+
+
+def echo_reply(prompt_text: str) -> str:
+    """Reasoning, then a final answer echoing the last user message."""
+    users = re.findall(r"<\|start\|>user<\|message\|>(.*?)<\|end\|>", prompt_text, flags=re.S)
+    last = users[-1] if users else ""
+    return (f"<|channel|>analysis<|message|>The user said: {last}<|end|>"
+            f"<|start|>assistant<|channel|>final<|message|>Echo: {last}<|return|>")
+
+
+class StubStream:
+    def __init__(self, engine: "StubEngine", request_id: str, prompt: list[int],
+                 params: SamplingParams, processor) -> None:
+        self.engine, self.request_id, self.prompt = engine, request_id, prompt
+        self.params, self.processor = params, processor
+        self.cancelled = False
+        self.output: list[int] = []
+        self.max_tokens = params.max_tokens or engine.context_length - len(prompt)
+        seed = params.seed if params.seed is not None else 0
+        self.rng = np.random.default_rng(seed)
+        self.script = engine.tokenizer.encode(engine.reply(engine.tokenizer.decode(prompt)),
+                                              allowed_special="all")
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def _next_token(self) -> int:
+        if self.processor is None:
+            return self.script[len(self.output)] if len(self.output) < len(self.script) else 200002
+        logits = torch.from_numpy(self.rng.standard_normal(VOCAB_SIZE, dtype=np.float32))
+        return int(torch.argmax(self.processor(self.output, logits)))
+
+    def _logprobs(self, token: int) -> TokenLogprobs | None:
+        if self.params.logprobs is None:
+            return None
+        top = [(token, -0.25)] + [(t, -2.0 - k) for k, t in enumerate((15, 16, 17, 18))]
+        return TokenLogprobs(token, -0.25, top[:self.params.logprobs])
+
+    def start(self) -> None:
+        """Generate in a task of its own, as the real engine does in its thread: a consumer that
+        stops reading does not stop the generation; only `cancel()` does."""
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.engine.active[self.request_id] = self
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        parser = HarmonyStreamParser(self.engine.tokenizer)
+        reason = "abort"
+        try:
+            while not self.cancelled:
+                await asyncio.sleep(self.engine.delay)
+                if self.cancelled:
+                    break
+                token = self._next_token()
+                self.output.append(token)
+                self.queue.put_nowait(TokenEvent(self.request_id, token, "", self._logprobs(token)))
+                for event in parser.feed(token):
+                    self.queue.put_nowait(event)
+                if token in HARMONY_STOP_TOKEN_IDS or len(self.output) >= self.max_tokens:
+                    reason = "stop" if token in HARMONY_STOP_TOKEN_IDS else "length"
+                    break
+        finally:
+            self.engine.active.pop(self.request_id, None)
+            for event in parser.close():
+                self.queue.put_nowait(event)
+            self.queue.put_nowait(FinishEvent(self.request_id, reason,
+                                              Usage(len(self.prompt), len(self.output))))
+
+    async def __aiter__(self):
+        while True:
+            event = await self.queue.get()
+            yield event
+            if isinstance(event, FinishEvent):
+                return
+
+
+class StubEngine:
+    """The engine interface, scripted. `delay` seconds pass before each token."""
+
+    def __init__(self, reply: Callable[[str], str] = echo_reply, *, delay: float = 0.0,
+                 context_length: int = 4096, kv_blocks: int = 4096) -> None:
+        self.tokenizer = get_tokenizer()
+        self.reply, self.delay = reply, delay
+        self.context_length, self.kv_blocks = context_length, kv_blocks
+        self.active: dict[str, StubStream] = {}
+        self.submitted: list[tuple[list[int], SamplingParams]] = []
+        self._ids = 0
+
+    def submit(self, prompt: list[int], params: SamplingParams, *, logits_processor=None) -> StubStream:
+        if len(prompt) + (params.max_tokens or 0) > self.context_length:
+            raise ValueError(f"prompt of {len(prompt)} tokens + max_tokens exceeds the context")
+        self._ids += 1
+        self.submitted.append((list(prompt), params))
+        stream = StubStream(self, f"stub-{self._ids}", list(prompt), params, logits_processor)
+        stream.start()
+        return stream
+
+    def gauges(self) -> EngineGauges:
+        used = sum(-(-(len(s.prompt) + len(s.output)) // BLOCK) for s in list(self.active.values()))
+        return EngineGauges(waiting=0, running=len(self.active), kv_blocks_used=used,
+                            kv_blocks_total=self.kv_blocks)
+
+    def close(self) -> None:
+        for stream in list(self.active.values()):
+            stream.cancel()
+
+
+class LiveServer:
+    """`with LiveServer(app) as server:` serves on `server.base_url` (127.0.0.1, a free port)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="gptoss-test-server", daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()

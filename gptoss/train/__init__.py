@@ -1,1 +1,0 @@
-"""gptoss.train"""
