@@ -18,7 +18,8 @@ class ToolsFileError(ValueError):
 
 
 # ---- shared options ---------------------------------------------------------------------------
-def _model_args(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model and the options that shape how it is loaded and cached (shared with `serve`)."""
     p.add_argument("--model", required=True, metavar="M",
                    help="checkpoint folder or Hugging Face repo id (e.g. openai/gpt-oss-20b)")
     p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="compute dtype")
@@ -54,7 +55,7 @@ def register(subparsers) -> None:
                               description="Render PROMPT as a harmony conversation and stream the "
                                           "reply: reasoning dimmed, the answer plainly.")
     g.add_argument("prompt")
-    _model_args(g)
+    add_model_arguments(g)
     _sampling_args(g)
     _prompt_args(g)
     mode = g.add_mutually_exclusive_group()
@@ -66,7 +67,7 @@ def register(subparsers) -> None:
     c = subparsers.add_parser("chat", help="interactive chat (REPL)",
                               description="Chat on the terminal. Commands: /reset, /effort "
                                           "low|medium|high, /reasoning show|hide, /help, /quit.")
-    _model_args(c)
+    add_model_arguments(c)
     _sampling_args(c)
     _prompt_args(c)
     c.add_argument("--tools", type=Path, default=None, metavar="FILE",

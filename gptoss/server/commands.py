@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 
-DTYPES = ("bfloat16", "float32", "float16")
+from ..engine.commands import add_model_arguments
 
 
 def register(subparsers) -> None:
@@ -13,8 +13,7 @@ def register(subparsers) -> None:
         "serve", help="serve a model over the OpenAI API (chat completions, responses)",
         description="Serve a model over an OpenAI-compatible HTTP API: /v1/chat/completions, "
                     "/v1/responses, /v1/models, /health, /metrics.")
-    p.add_argument("--model", required=True, metavar="M",
-                   help="checkpoint folder or Hugging Face repo id (e.g. openai/gpt-oss-20b)")
+    add_model_arguments(p)
     p.add_argument("--served-model-name", default=None, metavar="NAME",
                    help="the model name clients use (default: the repo id or folder name)")
     p.add_argument("--host", default="127.0.0.1")
@@ -24,13 +23,6 @@ def register(subparsers) -> None:
     p.add_argument("--db", default=None, metavar="PATH",
                    help="SQLite file of stored responses (default: the user data directory; "
                         "':memory:' keeps nothing)")
-    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="compute dtype")
-    p.add_argument("--dequantize", action="store_true",
-                   help="hold the experts in --dtype instead of packed MXFP4 (needs more memory)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--max-model-len", type=int, default=None, metavar="N", help="context limit")
-    p.add_argument("--kv-cache-tokens", type=int, default=32768, metavar="N",
-                   help="KV positions of the full-attention layers, all requests together")
     p.add_argument("--max-num-seqs", type=int, default=16, metavar="N",
                    help="requests decoded together in one step")
     p.add_argument("--max-tokens-default", type=int, default=None, metavar="N",
