@@ -1,7 +1,8 @@
 """The engine beside transformers on CPU, same random checkpoint, same run.
 
 For each model shape (the tiny preset; two layers shaped like gpt-oss-20b) and expert mode
-(packed MXFP4; experts dequantized to bf16 at load) it measures
+(packed MXFP4; experts dequantized to bf16 at load; the same with the compiled batch-1
+unembedding, `--compile-unembedding`) it measures
   prefill tok/s      one prompt of P tokens, to its first output token
   decode tok/s b=1   one request, D greedy tokens after the first
   aggregate decode   n requests decoding together (n = 1, 4, 16), all tokens / time
@@ -9,7 +10,7 @@ and prints them beside transformers' `GptOssForCausalLM` (bf16; it dequantizes M
 CPU, so its number is the same in both rows) with the ratio. Checkpoints are written once under
 --cache-dir. Timings are wall-clock medians of --repeat runs; the machine should be otherwise idle.
 
-    python benchmarks/engine_cpu.py [--shapes tiny,20b-2] [--modes mxfp4,bf16] [--quick]
+    python benchmarks/engine_cpu.py [--shapes tiny,20b-2] [--modes mxfp4,bf16,bf16+compile] [--quick]
 """
 from __future__ import annotations
 
@@ -112,12 +113,16 @@ def hf_decode(model, n: int, D: int, repeat: int) -> float:
 
 
 # ---- the table -------------------------------------------------------------------------------
+def sizes_of(shape: str, mode: str, quick: bool) -> tuple[int, int]:
+    P, D = SIZES[shape, mode.removesuffix("+compile")]
+    return (max(16, P // 4), max(2, D // 4)) if quick else (P, D)
+
+
 def measure(shape: str, mode: str, folder: Path, hf: dict, repeat: int, quick: bool) -> list:
-    P, D = SIZES[shape, mode]
-    if quick:
-        P, D = max(16, P // 4), max(2, D // 4)
-    llm = LLM(folder, dtype=torch.bfloat16, dequantize=mode == "bf16",
-              max_num_batched_tokens=max(512, P))
+    """mode: mxfp4 | bf16, with "+compile" for the compiled batch-1 unembedding."""
+    P, D = sizes_of(shape, mode, quick)
+    llm = LLM(folder, dtype=torch.bfloat16, dequantize=mode.startswith("bf16"),
+              compile_unembedding=mode.endswith("+compile"), max_num_batched_tokens=max(512, P))
     llm.generate(prompts(1, 8, seed=99), SamplingParams(max_tokens=2))  # warm-up
     rows = [("prefill tok/s", ours_prefill(llm, P, repeat), hf["prefill", P]),
             ("decode tok/s, batch 1", ours_decode(llm, 1, D, repeat), hf["decode", 1, D])]
@@ -145,7 +150,7 @@ def hf_numbers(folder: Path, sizes: set, repeat: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="tiny,20b-2")
-    ap.add_argument("--modes", default="mxfp4,bf16")
+    ap.add_argument("--modes", default="mxfp4,bf16,bf16+compile")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smaller P and D (a smoke run)")
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/gptoss-bench"))
@@ -159,8 +164,7 @@ def main() -> None:
     for shape in args.shapes.split(","):
         folder = checkpoint(shape, args.cache_dir)
         modes = args.modes.split(",")
-        sizes = {SIZES[shape, m] if not args.quick else
-                 (max(16, SIZES[shape, m][0] // 4), max(2, SIZES[shape, m][1] // 4)) for m in modes}
+        sizes = {sizes_of(shape, m, args.quick) for m in modes}
         hf = hf_numbers(folder, sizes, args.repeat)
         for mode in modes:
             table += measure(shape, mode, folder, hf, args.repeat, args.quick)
@@ -170,9 +174,9 @@ def main() -> None:
 
 
 def print_table(rows: list) -> None:
-    print(f"{'shape':7} {'experts':7} {'metric':38} {'gptoss':>9} {'transformers':>12} {'ratio':>6}")
+    print(f"{'shape':7} {'experts':12} {'metric':38} {'gptoss':>9} {'transformers':>12} {'ratio':>6}")
     for shape, mode, name, ours, theirs in rows:
-        print(f"{shape:7} {mode:7} {name:38} {ours:9.1f} {theirs:12.1f} {ours / theirs:6.2f}")
+        print(f"{shape:7} {mode:12} {name:38} {ours:9.1f} {theirs:12.1f} {ours / theirs:6.2f}")
     print(flush=True)
 
 

@@ -7,7 +7,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import reference as ref
+from ..kernels.cpu import attention as cpu_attention
 from .layers import RMSNorm
+
+
+# on CPU, chunks of at least this many query tokens use the fused flash kernel (prefill); single
+# decode tokens are faster on the reference einsum path
+FLASH_MIN_TOKENS = 32
+
+
+def attention_kernel(device: torch.device, num_tokens: int):
+    if device.type == "cpu" and num_tokens >= FLASH_MIN_TOKENS:
+        return cpu_attention.sink_attention
+    return ref.sink_attention
 
 
 class AttentionBlock(nn.Module):
@@ -39,5 +51,5 @@ class AttentionBlock(nn.Module):
         else:
             key_pos = positions
         visible = ref.visibility_mask(positions, key_pos, self.window)
-        attn = ref.sink_attention(q, k, v, self.sinks, visible, self.scale)
+        attn = attention_kernel(x.device, T)(q, k, v, self.sinks, visible, self.scale)
         return x + self.out(attn)

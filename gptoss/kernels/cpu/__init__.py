@@ -1,0 +1,1 @@
+"""CPU fast paths; each is tested against gptoss.kernels.reference."""
