@@ -39,6 +39,15 @@ class Run:
     ttft: list[float] = field(default_factory=list)
     itl: list[float] = field(default_factory=list)
 
+    def tick(self, start: float, last: float | None) -> float:
+        """Record a streamed chunk's arrival: TTFT for the first, an inter-token gap after."""
+        now = time.perf_counter()
+        if last is None:
+            self.ttft.append(now - start)
+        else:
+            self.itl.append(now - last)
+        return now
+
 
 def pct(values: list[float], q: float) -> float:
     if not values:
@@ -61,12 +70,7 @@ async def http_client(client, model: str, args, run: Run, i: int) -> None:
                 run.tokens += chunk.usage.completion_tokens
             if not chunk.choices or chunk.choices[0].delta.role == "assistant":
                 continue
-            now = time.perf_counter()
-            if last is None:
-                run.ttft.append(now - start)
-            else:
-                run.itl.append(now - last)
-            last = now
+            last = run.tick(start, last)
         run.requests += 1
 
 
@@ -83,12 +87,7 @@ async def engine_client(engine, compiler, prompt_ids, args, run: Run, i: int) ->
                                                      final_schema={"type": "string"}))
         async for event in engine.submit(prompt_ids, params, logits_processor=constraint):
             if isinstance(event, TextDelta) and event.text:
-                now = time.perf_counter()
-                if last is None:
-                    run.ttft.append(now - start)
-                else:
-                    run.itl.append(now - last)
-                last = now
+                last = run.tick(start, last)
             elif isinstance(event, FinishEvent):
                 run.tokens += event.usage.completion_tokens
         run.requests += 1

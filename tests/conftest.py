@@ -23,3 +23,14 @@ def tiny_checkpoints(tmp_path_factory, tiny_config) -> dict:
     return {layout: write_random_checkpoint(tiny_config, root / layout, seed=0, layout=layout,
                                             progress=False)
             for layout in CHECKPOINT_LAYOUTS}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on a shared 2-core machine a second OpenMP thread mostly
+    waits for a busy core (10x slower steps); restored afterwards."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,14 +15,7 @@ from gptoss.engine.stream import AsyncEngine
 N_NEW = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second OpenMP thread mostly waits for
-    a busy core (10x slower steps); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ForceTokens:

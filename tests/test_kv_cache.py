@@ -12,14 +12,7 @@ from gptoss.model.transformer import Transformer
 from gptoss.kernels.reference import visibility_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second OpenMP thread mostly waits for
-    a busy core (10x slower steps); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(**kw) -> ModelConfig:
