@@ -106,24 +106,3 @@ def expert_mlp(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Te
     h = swiglu(F.linear(x, w1, b1), limit, alpha)
     return F.linear(h, w2, b2)
 
-
-FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
-
-
-def _fp4_pair_table(dtype: torch.dtype, device) -> torch.Tensor:
-    """[256, 2]: the two FP4 values (low nibble first) that each byte holds."""
-    table = torch.tensor(FP4_VALUES, dtype=torch.float32)
-    byte = torch.arange(256)
-    return torch.stack([table[byte & 0x0F], table[byte >> 4]], dim=-1).to(dtype=dtype, device=device)
-
-
-def mxfp4_dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """blocks [..., G, 16] uint8 + scales [..., G] uint8 -> [..., G*32] in `dtype`.
-
-    Byte b of a block holds element 2b in its low nibble and 2b+1 in its high nibble; the block's
-    value is table[nibble] * 2^(scale - 127). FP4 values times a power of two are exact in bf16.
-    """
-    values = _fp4_pair_table(dtype, blocks.device)[blocks.int()]  # [..., G, 16, 2]
-    scale = torch.exp2(scales.float() - 127).to(dtype)  # [..., G]
-    values = values.reshape(*blocks.shape[:-1], 32) * scale[..., None]
-    return values.flatten(-2)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..kernels import reference as ref
+from ..weights.mxfp4 import dequantize
 from .layers import RMSNorm
 
 
@@ -24,7 +25,7 @@ class PackedMXFP4(nn.Module):
                                                    device=device))
 
     def expert(self, e: int, dtype: torch.dtype) -> torch.Tensor:
-        return ref.mxfp4_dequantize(self.blocks[e], self.scales[e], dtype)
+        return dequantize(self.blocks[e], self.scales[e], dtype)
 
 
 class MLPBlock(nn.Module):
