@@ -7,6 +7,7 @@ concurrent streaming clients.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +23,15 @@ from .sampler import LogitsProcessor, SamplingParams
 from .scheduler import Scheduler
 
 Prompt = str | Sequence[int]
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Queue and KV-cache occupancy (all layer groups together), for metrics."""
+    waiting: int
+    running: int
+    kv_blocks_used: int
+    kv_blocks_total: int
 
 
 class PromptError(ValueError):
@@ -109,6 +119,14 @@ class LLM:
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
+
+    def stats(self) -> EngineStats:
+        """Safe to read from another thread: each number is one atomic read of a container the
+        engine thread mutates, so a reading may be one step stale."""
+        total = sum(self.cache.num_blocks())
+        return EngineStats(waiting=len(self.scheduler.waiting), running=len(self.scheduler.running),
+                           kv_blocks_used=total - sum(self.cache.num_free_blocks()),
+                           kv_blocks_total=total)
 
     # ---- offline API -------------------------------------------------------------------------
     def generate(self, prompts: Prompt | Sequence[Prompt],

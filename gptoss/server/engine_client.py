@@ -53,13 +53,9 @@ class LocalEngine:
         return self._engine.submit(prompt, params, harmony=True, logits_processor=logits_processor)
 
     def gauges(self) -> EngineGauges:
-        # read without a lock from the server thread: these are sizes of containers the engine
-        # thread mutates, each read atomically; a scrape may be one step stale
-        scheduler, cache = self.llm.scheduler, self.llm.cache
-        total = sum(cache.num_blocks())
-        return EngineGauges(waiting=len(scheduler.waiting), running=len(scheduler.running),
-                            kv_blocks_used=total - sum(cache.num_free_blocks()),
-                            kv_blocks_total=total)
+        stats = self.llm.stats()
+        return EngineGauges(waiting=stats.waiting, running=stats.running,
+                            kv_blocks_used=stats.kv_blocks_used, kv_blocks_total=stats.kv_blocks_total)
 
     def close(self) -> None:
         self._engine.close()
