@@ -36,9 +36,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-TEXT_TOKENS = "<[0-199997]>"           # every ordinary (non-special) token of o200k_harmony
-END, RETURN, CALL = 200007, 200002, 200012
-VOCAB_SIZE = 201088
+from ..harmony.tokenizer import CALL, END, NUM_RANKS, RETURN, VOCAB_SIZE
+
+TEXT_TOKENS = f"<[0-{NUM_RANKS - 1}]>"  # every ordinary (non-special) token of o200k_harmony
 DEFAULT_REASONING_SHARE = 0.5          # of the room left after the shortest answer
 CLOSING_MARGIN = 16                    # closers one token can add at most (e.g. "[[[[")
 CLOSING_WINDOW = 64                    # tokens before the limit where closing plans are made

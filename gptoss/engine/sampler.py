@@ -16,8 +16,10 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
+from ..harmony.tokenizer import CALL, RETURN
+
 # <|return|> and <|call|>: a harmony turn ends on one of them
-HARMONY_STOP_TOKEN_IDS = (200002, 200012)
+HARMONY_STOP_TOKEN_IDS = (RETURN, CALL)
 MAX_LOGPROBS = 20
 
 # `processor(output_token_ids, logits [V] fp32) -> logits [V]`: called once per generated token,

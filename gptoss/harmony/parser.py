@@ -19,10 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Union
 
-from gptoss.harmony.tokenizer import NUM_RANKS, VOCAB_SIZE, Tokenizer, get_tokenizer
+from gptoss.harmony.tokenizer import (CALL, CHANNEL, CONSTRAIN, END, ENDOFTEXT, MESSAGE, NUM_RANKS,
+                                      RETURN, START, VOCAB_SIZE, Tokenizer, get_tokenizer)
 
-STARTOFTEXT, ENDOFTEXT, RETURN, CONSTRAIN = 199998, 199999, 200002, 200003
-CHANNEL, START, END, MESSAGE, CALL = 200005, 200006, 200007, 200008, 200012
 END_TOKENS = {END: "<|end|>", RETURN: "<|return|>", CALL: "<|call|>"}
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_HEADER_TOKENS = 128  # a header longer than this lost its <|message|>: stream the rest as text

@@ -38,13 +38,12 @@ from openai_harmony import (
 )
 from pydantic import BaseModel
 
-from gptoss.harmony.tokenizer import load_harmony_encoding
+from gptoss.harmony.tokenizer import MESSAGE, RETURN, START, load_harmony_encoding
 
 DEFAULT_IDENTITY = "You are ChatGPT, a large language model trained by OpenAI."
 DEFAULT_KNOWLEDGE_CUTOFF = "2024-06"
 ALL_CHANNELS = ("analysis", "commentary", "final")
 BUILTIN_TOOLS = ("browser", "python")
-START, MESSAGE, RETURN = 200006, 200008, 200002  # <|start|>, <|message|>, <|return|>
 
 
 class RenderError(ValueError):

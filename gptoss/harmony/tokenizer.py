@@ -37,6 +37,11 @@ NAMED_SPECIALS = {
     "<|constrain|>": 200003, "<|channel|>": 200005, "<|start|>": 200006, "<|end|>": 200007,
     "<|message|>": 200008, "<|call|>": 200012,
 }
+# the same ids by name, for code that matches tokens
+STARTOFTEXT, ENDOFTEXT = NAMED_SPECIALS["<|startoftext|>"], NAMED_SPECIALS["<|endoftext|>"]
+RETURN, CONSTRAIN = NAMED_SPECIALS["<|return|>"], NAMED_SPECIALS["<|constrain|>"]
+CHANNEL, START, END = NAMED_SPECIALS["<|channel|>"], NAMED_SPECIALS["<|start|>"], NAMED_SPECIALS["<|end|>"]
+MESSAGE, CALL = NAMED_SPECIALS["<|message|>"], NAMED_SPECIALS["<|call|>"]
 O200K_PATTERN = "|".join([
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",

@@ -19,13 +19,13 @@ from typing import AsyncIterator, Literal
 from ..engine.events import FinishEvent, TokenEvent
 from ..engine.sampler import SamplingParams, TokenLogprobs
 from ..harmony.parser import MessageDone, MessageStarted, TextDelta
+from ..harmony.tokenizer import NUM_RANKS
 from .engine_client import EngineClient
 from .metrics import Metrics
 from .protocol import APIError, new_id
 
 log = logging.getLogger(__name__)
 PartKind = Literal["reasoning", "text", "tool_call"]
-FIRST_SPECIAL = 199998  # ids from here on are harmony's special and reserved tokens
 
 
 @dataclass
@@ -150,7 +150,7 @@ class Generation:
         part = self._parts.get(self._current) if self._current is not None else None
         if part is not None and part[1] == "reasoning":
             self._reasoning += 1
-        text_token = event.token_id < FIRST_SPECIAL  # not the message's end token
+        text_token = event.token_id < NUM_RANKS  # not the message's end token
         if part is not None and part[1] == "text" and event.logprobs is not None and text_token:
             self._pending.append(event.logprobs)
         return []
