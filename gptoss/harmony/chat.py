@@ -44,13 +44,12 @@ from gptoss.harmony.render import (
     RenderError,
     ResponseFormat,
     developer_content,
+    parse_reasoning_effort as parse_effort,
     render_for_completion,
     system_content,
 )
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-EFFORTS = {"minimal": ReasoningEffort.LOW, "low": ReasoningEffort.LOW,
-           "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
 CHOICE_MODES = ("auto", "none", "required")
 REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")  # first non-empty one is used
 
@@ -97,9 +96,13 @@ def parse_reasoning_effort(value) -> ReasoningEffort:
     """None → medium; 'minimal' | 'low' | 'medium' | 'high' (any case) → ReasoningEffort."""
     if value is None:
         return ReasoningEffort.MEDIUM
-    if isinstance(value, str) and value.strip().lower() in EFFORTS:
-        return EFFORTS[value.strip().lower()]
-    raise ChatFormatError(f"reasoning_effort: expected 'low', 'medium' or 'high', got {value!r}")
+    if isinstance(value, str) and value.strip().lower() == "minimal":
+        return ReasoningEffort.LOW
+    try:
+        return parse_effort(value)
+    except RenderError:
+        raise ChatFormatError(f"reasoning_effort: expected 'low', 'medium' or 'high', "
+                              f"got {value!r}") from None
 
 
 def _parameters(params, where: str) -> dict | None:
