@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from ..kernels.cpu.matvec import matvec
 from .kv_cache import PagedKVCache
 from .sampler import Sampler, SamplerOutput
 from .scheduler import ScheduledChunk, SchedulerOutput
@@ -63,7 +64,6 @@ class ModelRunner:
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[N, H] -> [N, V]; one row on CPU may take the compiled matrix-vector product."""
         if self.compile_unembedding and hidden.shape[0] == 1:
-            from ..kernels.cpu.matvec import matvec
             return matvec(self.model.unembedding.weight, hidden[0])[None]
         return self.model.logits(hidden)
 

@@ -3,7 +3,6 @@ sliding window. Masking is by absolute positions (see docs/architecture.md, the 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import reference as ref

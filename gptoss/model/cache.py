@@ -15,12 +15,12 @@ class DynamicCache:
     def __init__(self, config: ModelConfig, batch_size: int, *, dtype: torch.dtype,
                  device="cpu", initial_capacity: int = 256):
         self.windows = [config.window(i) for i in range(config.num_layers)]
-        shape = (batch_size, 0, config.num_kv_heads, config.head_dim)
+        heads = (config.num_kv_heads, config.head_dim)
         self.k, self.v, self.pos = [], [], []
         for window in self.windows:
-            cap = window if window else initial_capacity
-            self.k.append(torch.zeros(shape[0], cap, *shape[2:], dtype=dtype, device=device))
-            self.v.append(torch.zeros(shape[0], cap, *shape[2:], dtype=dtype, device=device))
+            cap = window if window else initial_capacity  # sliding layers: a ring of `window`
+            self.k.append(torch.zeros(batch_size, cap, *heads, dtype=dtype, device=device))
+            self.v.append(torch.zeros(batch_size, cap, *heads, dtype=dtype, device=device))
             self.pos.append(torch.full((batch_size, cap), -1, dtype=torch.long, device=device))
 
     def held_positions(self, layer: int) -> int:
@@ -61,8 +61,7 @@ class DynamicCache:
         return k_all, v_all, pos_all
 
     def _grow(self, layer: int, capacity: int) -> None:
-        B, old = self.pos[layer].shape
-        pad = capacity - old
-        self.k[layer] = torch.cat([self.k[layer], self.k[layer].new_zeros(B, pad, *self.k[layer].shape[2:])], 1)
-        self.v[layer] = torch.cat([self.v[layer], self.v[layer].new_zeros(B, pad, *self.v[layer].shape[2:])], 1)
-        self.pos[layer] = torch.cat([self.pos[layer], self.pos[layer].new_full((B, pad), -1)], 1)
+        def padded(t: torch.Tensor, fill) -> torch.Tensor:
+            return torch.cat([t, t.new_full((t.shape[0], capacity - t.shape[1], *t.shape[2:]), fill)], 1)
+        self.k[layer], self.v[layer] = padded(self.k[layer], 0), padded(self.v[layer], 0)
+        self.pos[layer] = padded(self.pos[layer], -1)
