@@ -239,9 +239,11 @@ class CacheView:
         key_pos = torch.where(live[:, :, None] & (key_pos < end[:, :, None]), key_pos, -1)
         return dst, src, gather.flatten(1), key_pos.flatten(1)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
-        """Store k/v [B, T, Hkv, D] of the real tokens; return k_all, v_all [B, S, Hkv, D] and
-        key_pos [B, S] (-1 = empty) for every position the rows' queries may need."""
+    def update_paged(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
+        """Store k/v [B, T, Hkv, D] of the real tokens; return the layer's whole storage
+        k_slots, v_slots [slots, Hkv, D], and slots, key_pos [B, S]: the storage slot and the
+        position (-1 = empty) of every key the rows' queries may need, for a kernel that reads
+        the blocks in place."""
         g, i = self.cache.layer_group[layer]
         group = self.cache.groups[g]
         B, T, H, D = k.shape
@@ -249,8 +251,13 @@ class CacheView:
         kc, vc = group.k[i], group.v[i]  # [slots, Hkv, D]
         kc.index_copy_(0, dst, k.reshape(B * T, H, D).index_select(0, src).to(kc.dtype))
         vc.index_copy_(0, dst, v.reshape(B * T, H, D).index_select(0, src).to(vc.dtype))
-        gather = self.gather[g]
-        S = gather.shape[1]
-        k_all = kc.index_select(0, gather.flatten()).view(B, S, H, D)
-        v_all = vc.index_select(0, gather.flatten()).view(B, S, H, D)
-        return k_all, v_all, self.key_pos[g]
+        return kc, vc, self.gather[g], self.key_pos[g]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
+        """Store k/v [B, T, Hkv, D] of the real tokens; return k_all, v_all [B, S, Hkv, D] and
+        key_pos [B, S] (-1 = empty) for every position the rows' queries may need."""
+        kc, vc, gather, key_pos = self.update_paged(layer, k, v, positions)
+        B, S = gather.shape
+        k_all = kc.index_select(0, gather.flatten()).view(B, S, *kc.shape[1:])
+        v_all = vc.index_select(0, gather.flatten()).view(B, S, *vc.shape[1:])
+        return k_all, v_all, key_pos

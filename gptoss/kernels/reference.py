@@ -92,12 +92,11 @@ def swiglu(h: torch.Tensor, limit: float, alpha: float) -> torch.Tensor:
     return gate * torch.sigmoid(alpha * gate) * (lin + 1)
 
 
-def route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, top_k: int):
-    """x [N, H] -> (expert ids [N, k], weights [N, k]): top-k of the raw router logits, then a
-    softmax over those k values only."""
-    logits = F.linear(x, weight, bias)
+def top_k_softmax(logits: torch.Tensor, top_k: int, dtype: torch.dtype):
+    """Router logits [N, E] -> (expert ids [N, k], weights [N, k] in `dtype`): top-k of the raw
+    logits, then a softmax over those k values only."""
     values, ids = torch.topk(logits, top_k, dim=-1, sorted=True)
-    return ids, torch.softmax(values.float(), dim=-1).to(x.dtype)
+    return ids, torch.softmax(values.float(), dim=-1).to(dtype)
 
 
 def expert_mlp(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,

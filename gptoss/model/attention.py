@@ -7,6 +7,7 @@ from torch import nn
 
 from ..kernels import reference as ref
 from ..kernels.cpu import attention as cpu_attention
+from ..kernels.cpu import library as native
 from .layers import RMSNorm
 
 
@@ -38,17 +39,27 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cos_sin, cache=None) -> torch.Tensor:
         B, T, _ = x.shape
-        qkv = self.qkv(self.norm(x))  # [B, T, Q + 2K]
+        qkv = native.linear_or_torch(self.norm(x), self.qkv.weight, self.qkv.bias)  # [B, T, Q+2K]
         q_dim, kv_dim = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q = qkv[..., :q_dim].view(B, T, self.num_heads, self.head_dim)
         k = qkv[..., q_dim:q_dim + kv_dim].view(B, T, self.num_kv_heads, self.head_dim)
         v = qkv[..., q_dim + kv_dim:].view(B, T, self.num_kv_heads, self.head_dim)
         cos, sin = cos_sin
         q, k = ref.apply_rotary(q, cos, sin), ref.apply_rotary(k, cos, sin)
-        if cache is not None:
-            k, v, key_pos = cache.update(self.layer, k, v, positions)
+        if T == 1 and hasattr(cache, "update_paged") and native.usable(q, k):
+            attn = self._decode_paged(q, k, v, positions, cache)
         else:
-            key_pos = positions
-        visible = ref.visibility_mask(positions, key_pos, self.window)
-        attn = attention_kernel(x.device, T)(q, k, v, self.sinks, visible, self.scale)
-        return x + self.out(attn)
+            if cache is not None:
+                k, v, key_pos = cache.update(self.layer, k, v, positions)
+            else:
+                key_pos = positions
+            visible = ref.visibility_mask(positions, key_pos, self.window)
+            attn = attention_kernel(x.device, T)(q, k, v, self.sinks, visible, self.scale)
+        return x + native.linear_or_torch(attn, self.out.weight, self.out.bias)
+
+    def _decode_paged(self, q, k, v, positions, cache) -> torch.Tensor:
+        """One token per row, reading the paged cache's blocks in place -> [B, 1, Q]."""
+        k_slots, v_slots, slots, key_pos = cache.update_paged(self.layer, k, v, positions)
+        out = native.attention_decode(q[:, 0], k_slots, v_slots, slots, key_pos, positions[:, 0],
+                                      self.sinks, self.window, self.scale)
+        return out[:, None]

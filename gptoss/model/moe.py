@@ -1,7 +1,10 @@
 """The mixture-of-experts block: router, then only the routed experts are computed.
 
-Experts are held either packed (MXFP4 `blocks`/`scales`, dequantized per used expert on the fly)
-or dense (`mlp1_weight` [E, 2I, H], `mlp2_weight` [E, H, I]); the loader decides which.
+Experts are held either packed (MXFP4 `blocks`/`scales`) or dense (`mlp1_weight` [E, 2I, H],
+`mlp2_weight` [E, H, I]); the loader decides which. Packed bf16 experts on CPU run in the native
+kernel, which reads blocks and scales as stored; otherwise each used expert is dequantized on
+the fly (the reference path). Both sum the routing-weighted expert outputs in fp32 and round
+once, as the reference implementation's final einsum does.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import torch
 from torch import nn
 
 from ..kernels import reference as ref
+from ..kernels.cpu import library as native
 from ..weights.mxfp4 import dequantize
 from .layers import RMSNorm
 
@@ -58,12 +62,24 @@ class MLPBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         t = self.norm(x).reshape(-1, shape[-1])  # [N, H]
-        ids, weights = ref.route(t, self.gate.weight, self.gate.bias, self.top_k)  # [N, k] each
-        out = torch.zeros_like(t)
+        logits = native.linear_or_torch(t, self.gate.weight, self.gate.bias)
+        ids, weights = ref.top_k_softmax(logits, self.top_k, t.dtype)  # [N, k] each
+        if isinstance(self.mlp1_weight, PackedMXFP4) and native.usable(t, self.mlp1_bias):
+            out = native.moe(t, ids, weights, self.mlp1_weight.blocks, self.mlp1_weight.scales,
+                             self.mlp1_bias, self.mlp2_weight.blocks, self.mlp2_weight.scales,
+                             self.mlp2_bias, self.limit, self.alpha)
+        else:
+            out = self.experts_reference(t, ids, weights)
+        return x + out.view(shape)
+
+    def experts_reference(self, t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
+                          ) -> torch.Tensor:
+        """t [N, H] -> sum_k weights[:, k] * expert_{ids[:, k]}(t) [N, H], summed in fp32."""
+        out = torch.zeros(t.shape, dtype=torch.float32, device=t.device)
         for e in torch.unique(ids).tolist():
             token, slot = torch.nonzero(ids == e, as_tuple=True)
             w1, w2 = self.weights(e, t.dtype)
             y = ref.expert_mlp(t[token], w1, self.mlp1_bias[e], w2, self.mlp2_bias[e],
                                self.limit, self.alpha)
-            out.index_add_(0, token, y * weights[token, slot, None])
-        return x + out.view(shape)
+            out.index_add_(0, token, y.float() * weights[token, slot, None].float())
+        return out.to(t.dtype)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..kernels.cpu import library as native
 from .attention import AttentionBlock
 from .layers import RMSNorm, Rotary
 from .moe import MLPBlock
@@ -75,7 +76,7 @@ class Transformer(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., H] -> [..., V]."""
-        return self.unembedding(hidden)
+        return native.linear_or_torch(hidden, self.unembedding.weight)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
                 cache=None) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""C++ sources of the native CPU kernels and their builder (see build.py)."""

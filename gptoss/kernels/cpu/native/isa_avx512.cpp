@@ -1,0 +1,122 @@
+// AVX-512 without BF16 dot products (Skylake-X, Cascade Lake, Ice Lake): everything widens to
+// fp32 and uses FMA. FP4 nibbles become fp32 through a 16-entry vpermps table; the activation is
+// prepared once per call as fp32, each block's even elements then its odd ones, so the low and
+// high nibbles of 16 bytes meet their activations without shuffles.
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace {
+
+#include "common.inc"
+
+#define ISA_NAME "avx512"
+#define ISA_HAS_GEMM 0
+constexpr int NT_MAX = 4;
+
+struct Tables {
+    alignas(64) float fp4[16];
+    float scale[256];
+    Tables() {
+        const float v[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                             -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+        for (int i = 0; i < 16; ++i) fp4[i] = v[i];
+        for (int s = 0; s < 255; ++s) scale[s] = __builtin_ldexpf(1.0f, s - 127);
+        scale[255] = __builtin_nanf("");
+    }
+};
+const Tables T;
+
+int64_t prep_bytes(int64_t k) { return k * 4; }
+
+// x [k] bf16 -> per block of 32: fp32 x[0], x[2], .., x[30], then x[1], x[3], .., x[31]
+void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
+    float* d = reinterpret_cast<float*>(dst);
+    for (int64_t g = 0; g < k / 32; ++g)
+        for (int i = 0; i < 16; ++i) {
+            d[g * 32 + i] = bf2f(x[g * 32 + 2 * i]);
+            d[g * 32 + 16 + i] = bf2f(x[g * 32 + 2 * i + 1]);
+        }
+}
+
+template <int NT>
+void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
+              const uint8_t* const* xp, float* out) {
+    const __m512 table = _mm512_load_ps(T.fp4);
+    const __m512i m = _mm512_set1_epi32(0x0f);
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* b = blocks + r * groups * 16;
+        const uint8_t* s = scales + r * groups;
+        __m512 acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+        for (int64_t g = 0; g < groups; ++g) {
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g)));
+            __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(v, m), table);
+            __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
+            __m512 sc = _mm512_set1_ps(T.scale[s[g]]);
+            for (int t = 0; t < NT; ++t) {
+                const float* x = reinterpret_cast<const float*>(xp[t]) + g * 32;
+                __m512 part = _mm512_mul_ps(lo, _mm512_loadu_ps(x));
+                part = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), part);
+                acc[t] = _mm512_fmadd_ps(part, sc, acc[t]);
+            }
+        }
+        for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[t]);
+    }
+}
+
+void mx_dot(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
+            const uint8_t* const* xp, int nt, float* out) {
+    switch (nt) {
+        case 1: return mx_dot_t<1>(blocks, scales, groups, rows, xp, out);
+        case 2: return mx_dot_t<2>(blocks, scales, groups, rows, xp, out);
+        case 3: return mx_dot_t<3>(blocks, scales, groups, rows, xp, out);
+        default: return mx_dot_t<4>(blocks, scales, groups, rows, xp, out);
+    }
+}
+
+inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+template <int NT, int R>
+void bf16_dot_t(const uint16_t* w, int64_t ldw, int64_t k, const uint16_t* const* x, float* out) {
+    __m512 acc[R][NT];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < k; i += 16) {
+        const __mmask16 m = k - i >= 16 ? 0xffff : __mmask16((1u << (k - i)) - 1);
+        __m512 xv[NT];
+        for (int t = 0; t < NT; ++t) xv[t] = load_bf16(x[t] + i, m);
+        for (int r = 0; r < R; ++r) {
+            __m512 wv = load_bf16(w + r * ldw + i, m);
+            for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <int NT>
+void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
+                float* out) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) bf16_dot_t<NT, 4>(w + r * ldw, ldw, k, x, out + r * NT);
+    for (; r < rows; ++r) bf16_dot_t<NT, 1>(w + r * ldw, ldw, k, x, out + r * NT);
+}
+
+void bf16_dot(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
+              int nt, float* out) {
+    switch (nt) {
+        case 1: return bf16_dot_n<1>(w, ldw, k, rows, x, out);
+        case 2: return bf16_dot_n<2>(w, ldw, k, rows, x, out);
+        case 3: return bf16_dot_n<3>(w, ldw, k, rows, x, out);
+        default: return bf16_dot_n<4>(w, ldw, k, rows, x, out);
+    }
+}
+
+#include "driver.inc"
+
+}  // namespace
+
+extern "C" const KernelTable* gptoss_table_avx512() { return &TABLE; }

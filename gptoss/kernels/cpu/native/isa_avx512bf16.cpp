@@ -1,0 +1,292 @@
+// AVX-512 with BF16 dot products (vdpbf16ps): Zen 4/5, Sapphire Rapids and later.
+//
+// MXFP4 dot path: 64 bytes (4 blocks of 32 values, one per 128-bit lane) are split into
+// nibbles, turned into bf16 through two 16-entry byte tables (vpshufb on the low and high byte
+// of each bf16) and interleaved; the activation is prepared once per call in the matching lane
+// order, so each 4-block step is 4 vdpbf16ps and one fp32 FMA with the 4 block scales.
+// GEMM path (8+ tokens on one expert): rows are decoded to raw bf16 FP4 values in a panel, the
+// tokens' activations packed as bf16 pairs, 16 tokens per vector; a 12-row x 16-token
+// microkernel broadcasts weight pairs, and each block's partial sums are scaled in fp32.
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace {
+
+#include "common.inc"
+
+#define ISA_NAME "avx512bf16"
+#define ISA_HAS_GEMM 1
+constexpr int NT_MAX = 4;
+
+inline __m512bh as_bh(__m512i v) { return (__m512bh)v; }
+
+struct Tables {
+    alignas(64) uint8_t lo[64], hi[64], scale_ctrl[64];
+    alignas(64) uint16_t bf16[32];
+    Tables() {
+        const float fp4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                               -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+        for (int i = 0; i < 64; ++i) {
+            uint16_t b = f2bf(fp4[i % 16]);
+            lo[i] = uint8_t(b & 0xff);
+            hi[i] = uint8_t(b >> 8);
+            // lane j of the scale vector takes scale byte j into each of its 4 dwords
+            int lane = i / 16, byte = i % 4;
+            scale_ctrl[i] = byte == 0 ? uint8_t(lane) : 0x80;
+        }
+        for (int i = 0; i < 32; ++i) bf16[i] = f2bf(fp4[i % 16]);
+    }
+};
+const Tables T;
+
+// fp32 2^(s-127) per block from 4 scale bytes, each broadcast over its 128-bit lane.
+// Bytes 0 (2^-127, a subnormal) and 255 (NaN) need the fix-ups; `odd` says one may be there.
+inline __m512 scale4(uint32_t s4, bool odd) {
+    __m512i s = _mm512_shuffle_epi8(_mm512_set1_epi32(int(s4)),
+                                    _mm512_load_si512(T.scale_ctrl));
+    __m512i bits = _mm512_slli_epi32(s, 23);
+    if (odd) {
+        bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(s, _mm512_setzero_si512()),
+                                     _mm512_set1_epi32(0x00400000));
+        bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(s, _mm512_set1_epi32(255)),
+                                     _mm512_set1_epi32(0x7fc00000));
+    }
+    return _mm512_castsi512_ps(bits);
+}
+
+inline bool odd_scales(const uint8_t* s, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+        if (s[i] == 0 || s[i] == 255) return true;
+    return false;
+}
+
+// 64 bytes of 4 blocks -> 4 vectors of 32 bf16: w[p] lane j = block j, elements 8p .. 8p+7
+inline void decode4(__m512i v, __m512i w[4]) {
+    const __m512i m = _mm512_set1_epi8(0x0f);
+    const __m512i tlo = _mm512_load_si512(T.lo), thi = _mm512_load_si512(T.hi);
+    __m512i lo = _mm512_and_si512(v, m), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+    __m512i ia = _mm512_unpacklo_epi8(lo, hi), ib = _mm512_unpackhi_epi8(lo, hi);
+    __m512i la = _mm512_shuffle_epi8(tlo, ia), ha = _mm512_shuffle_epi8(thi, ia);
+    __m512i lb = _mm512_shuffle_epi8(tlo, ib), hb = _mm512_shuffle_epi8(thi, ib);
+    w[0] = _mm512_unpacklo_epi8(la, ha);
+    w[1] = _mm512_unpackhi_epi8(la, ha);
+    w[2] = _mm512_unpacklo_epi8(lb, hb);
+    w[3] = _mm512_unpackhi_epi8(lb, hb);
+}
+
+int64_t prep_bytes(int64_t k) { return ((k / 32 + 3) / 4) * 256; }
+
+// x [k] -> per 4 blocks, 4 vectors matching decode4's order (zero past the last block)
+void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
+    uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+    const int64_t groups = k / 32, quads = (groups + 3) / 4;
+    for (int64_t q = 0; q < quads; ++q)
+        for (int p = 0; p < 4; ++p)
+            for (int j = 0; j < 4; ++j) {
+                int64_t g = 4 * q + j;
+                for (int e = 0; e < 8; ++e)
+                    d[q * 128 + p * 32 + j * 8 + e] = g < groups ? x[g * 32 + p * 8 + e] : 0;
+            }
+}
+
+template <int NT>
+void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
+              const uint8_t* const* xp, float* out) {
+    const int64_t quads = groups / 4, tail = groups % 4;
+    const __mmask64 tail_mask = tail ? (~0ull >> (64 - 16 * tail)) : 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* b = blocks + r * groups * 16;
+        const uint8_t* s = scales + r * groups;
+        const bool odd = odd_scales(s, groups);
+        __m512 acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+        auto step = [&](int64_t q, __m512i v, uint32_t s4) {
+            __m512i w[4];
+            decode4(v, w);
+            __m512 sc = scale4(s4, odd);
+            for (int t = 0; t < NT; ++t) {
+                const uint16_t* x = reinterpret_cast<const uint16_t*>(xp[t]) + q * 128;
+                __m512 part = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[0]),
+                                               as_bh(_mm512_loadu_si512(x)));
+                part = _mm512_dpbf16_ps(part, as_bh(w[1]), as_bh(_mm512_loadu_si512(x + 32)));
+                part = _mm512_dpbf16_ps(part, as_bh(w[2]), as_bh(_mm512_loadu_si512(x + 64)));
+                part = _mm512_dpbf16_ps(part, as_bh(w[3]), as_bh(_mm512_loadu_si512(x + 96)));
+                acc[t] = _mm512_fmadd_ps(part, sc, acc[t]);
+            }
+        };
+        for (int64_t q = 0; q < quads; ++q) {
+            uint32_t s4;
+            std::memcpy(&s4, s + 4 * q, 4);
+            step(q, _mm512_loadu_si512(b + 64 * q), s4);
+        }
+        if (tail) {
+            uint32_t s4 = 0;
+            std::memcpy(&s4, s + 4 * quads, size_t(tail));
+            step(quads, _mm512_maskz_loadu_epi8(tail_mask, b + 64 * quads), s4);
+        }
+        for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[t]);
+    }
+}
+
+void mx_dot(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
+            const uint8_t* const* xp, int nt, float* out) {
+    switch (nt) {
+        case 1: return mx_dot_t<1>(blocks, scales, groups, rows, xp, out);
+        case 2: return mx_dot_t<2>(blocks, scales, groups, rows, xp, out);
+        case 3: return mx_dot_t<3>(blocks, scales, groups, rows, xp, out);
+        default: return mx_dot_t<4>(blocks, scales, groups, rows, xp, out);
+    }
+}
+
+// dense bf16 rows: 4 rows at a time share each activation load
+template <int NT, int R>
+void bf16_dot_t(const uint16_t* w, int64_t ldw, int64_t k, const uint16_t* const* x, float* out) {
+    __m512 acc[R][NT];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < k; i += 32) {
+        const __mmask32 m = k - i >= 32 ? ~0u : (~0u >> (32 - (k - i)));
+        __m512i xv[NT];
+        for (int t = 0; t < NT; ++t) xv[t] = _mm512_maskz_loadu_epi16(m, x[t] + i);
+        for (int r = 0; r < R; ++r) {
+            __m512i wv = _mm512_maskz_loadu_epi16(m, w + r * ldw + i);
+            for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], as_bh(wv), as_bh(xv[t]));
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+template <int NT>
+void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
+                float* out) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) bf16_dot_t<NT, 4>(w + r * ldw, ldw, k, x, out + r * NT);
+    for (; r < rows; ++r) bf16_dot_t<NT, 1>(w + r * ldw, ldw, k, x, out + r * NT);
+}
+
+void bf16_dot(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
+              int nt, float* out) {
+    switch (nt) {
+        case 1: return bf16_dot_n<1>(w, ldw, k, rows, x, out);
+        case 2: return bf16_dot_n<2>(w, ldw, k, rows, x, out);
+        case 3: return bf16_dot_n<3>(w, ldw, k, rows, x, out);
+        default: return bf16_dot_n<4>(w, ldw, k, rows, x, out);
+    }
+}
+
+// ---- GEMM path -----------------------------------------------------------------------------------
+constexpr int GEMM_ROWS = 12, GEMM_COLS = 16;
+
+// packed activations: [token group of 16][k/2 pairs][16 tokens] dwords (zero-padded tokens)
+int64_t gemm_xt_bytes(int64_t k, int64_t n) {
+    return ((n + GEMM_COLS - 1) / GEMM_COLS) * (k / 2) * GEMM_COLS * 4;
+}
+
+void gemm_pack_x(const uint16_t* const* x, int64_t n, int64_t k, uint8_t* xt) {
+    uint32_t* d = reinterpret_cast<uint32_t*>(xt);
+    const int64_t pairs = k / 2, tgroups = (n + GEMM_COLS - 1) / GEMM_COLS;
+    for (int64_t tg = 0; tg < tgroups; ++tg)
+        for (int c = 0; c < GEMM_COLS; ++c) {
+            int64_t t = tg * GEMM_COLS + c;
+            uint32_t* col = d + tg * pairs * GEMM_COLS + c;
+            if (t < n) {
+                const uint32_t* src = reinterpret_cast<const uint32_t*>(x[t]);
+                for (int64_t p = 0; p < pairs; ++p) col[p * GEMM_COLS] = src[p];
+            } else {
+                for (int64_t p = 0; p < pairs; ++p) col[p * GEMM_COLS] = 0;
+            }
+        }
+}
+
+// one row's blocks -> raw FP4 values as bf16, natural order (the scale is applied later)
+inline void decode_row(const uint8_t* b, int64_t groups, uint16_t* dst) {
+    const __m512i tbl = _mm512_load_si512(T.bf16);
+    const __m512i m = _mm512_set1_epi32(0x0f);
+    for (int64_t g = 0; g < groups; ++g) {
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g)));
+        __m512i idx = _mm512_or_si512(_mm512_and_si512(v, m),
+                                      _mm512_slli_epi32(_mm512_srli_epi32(v, 4), 16));
+        _mm512_storeu_si512(dst + 32 * g, _mm512_permutexvar_epi16(idx, tbl));
+    }
+}
+
+inline float scale_value(uint8_t s) {
+    if (s == 255) return __builtin_nanf("");
+    return __builtin_ldexpf(1.0f, int(s) - 127);
+}
+
+// R rows of the panel (k = 32 * groups) x one 16-token group -> out rows [R][n] (cols c0..)
+template <int R>
+void micro(const uint16_t* panel, const float* sc, int64_t groups, const uint32_t* xt,
+           float* out, int64_t ldo, int ncols) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    const int64_t k = groups * 32;
+    for (int64_t g = 0; g < groups; ++g) {
+        __m512 part[R];
+        for (int r = 0; r < R; ++r) part[r] = _mm512_setzero_ps();
+        for (int p = 0; p < 16; ++p) {
+            __m512i xv = _mm512_loadu_si512(xt + (g * 16 + p) * GEMM_COLS);
+            for (int r = 0; r < R; ++r) {
+                int32_t wp;
+                std::memcpy(&wp, panel + r * k + g * 32 + 2 * p, 4);
+                part[r] = _mm512_dpbf16_ps(part[r], as_bh(_mm512_set1_epi32(wp)), as_bh(xv));
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            acc[r] = _mm512_fmadd_ps(part[r], _mm512_set1_ps(sc[r * groups + g]), acc[r]);
+    }
+    const __mmask16 m = ncols >= 16 ? 0xffff : __mmask16((1u << ncols) - 1);
+    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * ldo, m, acc[r]);
+}
+
+template <int R>
+void micro_all(const uint16_t* panel, const float* sc, int64_t groups, const uint8_t* xt,
+               int64_t n, float* out) {
+    const uint32_t* x = reinterpret_cast<const uint32_t*>(xt);
+    const int64_t pairs = groups * 16;
+    for (int64_t c0 = 0; c0 < n; c0 += GEMM_COLS)
+        micro<R>(panel, sc, groups, x + (c0 / GEMM_COLS) * pairs * GEMM_COLS, out + c0, n,
+                 int(std::min<int64_t>(GEMM_COLS, n - c0)));
+}
+
+void mx_gemm(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
+             const uint8_t* xt, int64_t n, uint16_t* panel, float* out) {
+    float sc[32 * 96];  // rows (<= 32) x groups; larger shapes take the heap
+    std::vector<float> big;
+    float* s = sc;
+    if (rows * groups > int64_t(sizeof(sc) / sizeof(float))) {
+        big.resize(rows * groups);
+        s = big.data();
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        decode_row(blocks + r * groups * 16, groups, panel + r * groups * 32);
+        for (int64_t g = 0; g < groups; ++g) s[r * groups + g] = scale_value(scales[r * groups + g]);
+    }
+    const int64_t k = groups * 32;
+    int64_t r = 0;
+    for (; r + GEMM_ROWS <= rows; r += GEMM_ROWS)
+        micro_all<GEMM_ROWS>(panel + r * k, s + r * groups, groups, xt, n, out + r * n);
+    switch (rows - r) {
+        case 0: break;
+        case 1: micro_all<1>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 2: micro_all<2>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 3: micro_all<3>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 4: micro_all<4>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 5: micro_all<5>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 6: micro_all<6>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 7: micro_all<7>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 8: micro_all<8>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 9: micro_all<9>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        case 10: micro_all<10>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+        default: micro_all<11>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
+    }
+}
+
+#include "driver.inc"
+
+}  // namespace
+
+extern "C" const KernelTable* gptoss_table_avx512bf16() { return &TABLE; }
