@@ -155,11 +155,27 @@ class use_isa:
 LINEAR_MAX_ROWS = 16
 
 
+_reference_only = False
+
+
+class reference_only:
+    """Context manager: inside it the model takes the PyTorch reference path (comparisons)."""
+
+    def __enter__(self):
+        global _reference_only
+        self.previous, _reference_only = _reference_only, True
+        return self
+
+    def __exit__(self, *exc):
+        global _reference_only
+        _reference_only = self.previous
+
+
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the native kernels can take these tensors: loaded, CPU, bf16 (packed uint8
     experts are checked by the caller)."""
-    return native() is not None and all(t.device.type == "cpu" and t.dtype == torch.bfloat16
-                                        for t in tensors)
+    return (not _reference_only and native() is not None
+            and all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors))
 
 
 def linear_or_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None

@@ -76,6 +76,9 @@ void mx_dot(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_
 }
 
 inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
+    if (m == 0xffff)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
@@ -84,15 +87,17 @@ void bf16_dot_t(const uint16_t* w, int64_t ldw, int64_t k, const uint16_t* const
     __m512 acc[R][NT];
     for (int r = 0; r < R; ++r)
         for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < k; i += 16) {
-        const __mmask16 m = k - i >= 16 ? 0xffff : __mmask16((1u << (k - i)) - 1);
+    auto step = [&](int64_t i, __mmask16 m) {
         __m512 xv[NT];
         for (int t = 0; t < NT; ++t) xv[t] = load_bf16(x[t] + i, m);
         for (int r = 0; r < R; ++r) {
             __m512 wv = load_bf16(w + r * ldw + i, m);
             for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
         }
-    }
+    };
+    const int64_t full = k / 16 * 16;
+    for (int64_t i = 0; i < full; i += 16) step(i, 0xffff);
+    if (full < k) step(full, __mmask16((1u << (k - full)) - 1));
     for (int r = 0; r < R; ++r)
         for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }

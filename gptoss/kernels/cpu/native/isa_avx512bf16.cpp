@@ -1,9 +1,9 @@
 // AVX-512 with BF16 dot products (vdpbf16ps): Zen 4/5, Sapphire Rapids and later.
 //
 // MXFP4 dot path: 64 bytes (4 blocks of 32 values, one per 128-bit lane) are split into
-// nibbles, turned into bf16 through two 16-entry byte tables (vpshufb on the low and high byte
-// of each bf16) and interleaved; the activation is prepared once per call in the matching lane
-// order, so each 4-block step is 4 vdpbf16ps and one fp32 FMA with the 4 block scales.
+// nibbles with shifts and turned into bf16 through a 16-entry vpermw table; the activation is
+// prepared once per call in the matching order, so each 4-block step is 4 vpermw, 4 vdpbf16ps
+// and one fp32 FMA with the 4 block scales (shuffles are the scarce resource).
 // GEMM path (8+ tokens on one expert): rows are decoded to raw bf16 FP4 values in a panel, the
 // tokens' activations packed as bf16 pairs, 16 tokens per vector; a 12-row x 16-token
 // microkernel broadcasts weight pairs, and each block's partial sums are scaled in fp32.
@@ -22,15 +22,12 @@ constexpr int NT_MAX = 4;
 inline __m512bh as_bh(__m512i v) { return (__m512bh)v; }
 
 struct Tables {
-    alignas(64) uint8_t lo[64], hi[64], scale_ctrl[64];
+    alignas(64) uint8_t scale_ctrl[64];
     alignas(64) uint16_t bf16[32];
     Tables() {
         const float fp4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
                                -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
         for (int i = 0; i < 64; ++i) {
-            uint16_t b = f2bf(fp4[i % 16]);
-            lo[i] = uint8_t(b & 0xff);
-            hi[i] = uint8_t(b >> 8);
             // lane j of the scale vector takes scale byte j into each of its 4 dwords
             int lane = i / 16, byte = i % 4;
             scale_ctrl[i] = byte == 0 ? uint8_t(lane) : 0x80;
@@ -56,37 +53,46 @@ inline __m512 scale4(uint32_t s4, bool odd) {
 }
 
 inline bool odd_scales(const uint8_t* s, int64_t n) {
-    for (int64_t i = 0; i < n; ++i)
-        if (s[i] == 0 || s[i] == 255) return true;
-    return false;
+    const __m512i ff = _mm512_set1_epi8(char(0xff));
+    __mmask64 odd = 0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i v = _mm512_loadu_si512(s + i);
+        odd |= _mm512_testn_epi8_mask(v, v) | _mm512_cmpeq_epi8_mask(v, ff);
+    }
+    if (i < n) {
+        const __mmask64 m = ~0ull >> (64 - (n - i));
+        __m512i v = _mm512_maskz_loadu_epi8(m, s + i);
+        odd |= m & (_mm512_testn_epi8_mask(v, v) | _mm512_cmpeq_epi8_mask(v, ff));
+    }
+    return odd != 0;
 }
 
-// 64 bytes of 4 blocks -> 4 vectors of 32 bf16: w[p] lane j = block j, elements 8p .. 8p+7
+// 64 bytes of 4 blocks (one per 128-bit lane) -> 4 vectors of 32 bf16. Word j of the bytes
+// holds elements 4j .. 4j+3 of the 128 (nibbles from the low end); w[p] takes nibble p of every
+// word through a 16-entry vpermw table, so w[p] word j = element 4j+p, and its 128-bit lane j
+// still covers block j (the scale vector's layout).
 inline void decode4(__m512i v, __m512i w[4]) {
-    const __m512i m = _mm512_set1_epi8(0x0f);
-    const __m512i tlo = _mm512_load_si512(T.lo), thi = _mm512_load_si512(T.hi);
-    __m512i lo = _mm512_and_si512(v, m), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
-    __m512i ia = _mm512_unpacklo_epi8(lo, hi), ib = _mm512_unpackhi_epi8(lo, hi);
-    __m512i la = _mm512_shuffle_epi8(tlo, ia), ha = _mm512_shuffle_epi8(thi, ia);
-    __m512i lb = _mm512_shuffle_epi8(tlo, ib), hb = _mm512_shuffle_epi8(thi, ib);
-    w[0] = _mm512_unpacklo_epi8(la, ha);
-    w[1] = _mm512_unpackhi_epi8(la, ha);
-    w[2] = _mm512_unpacklo_epi8(lb, hb);
-    w[3] = _mm512_unpackhi_epi8(lb, hb);
+    const __m512i m = _mm512_set1_epi16(0x0f);
+    const __m512i tbl = _mm512_load_si512(T.bf16);
+    w[0] = _mm512_permutexvar_epi16(_mm512_and_si512(v, m), tbl);
+    w[1] = _mm512_permutexvar_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 4), m), tbl);
+    w[2] = _mm512_permutexvar_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 8), m), tbl);
+    w[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 12), tbl);
 }
 
 int64_t prep_bytes(int64_t k) { return ((k / 32 + 3) / 4) * 256; }
 
-// x [k] -> per 4 blocks, 4 vectors matching decode4's order (zero past the last block)
+// x [k] -> per 4 blocks (128 values), 4 vectors matching decode4: vector p, word j = x[4j + p]
+// (zero past the last block)
 void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
     uint16_t* d = reinterpret_cast<uint16_t*>(dst);
-    const int64_t groups = k / 32, quads = (groups + 3) / 4;
+    const int64_t quads = (k / 32 + 3) / 4;
     for (int64_t q = 0; q < quads; ++q)
         for (int p = 0; p < 4; ++p)
-            for (int j = 0; j < 4; ++j) {
-                int64_t g = 4 * q + j;
-                for (int e = 0; e < 8; ++e)
-                    d[q * 128 + p * 32 + j * 8 + e] = g < groups ? x[g * 32 + p * 8 + e] : 0;
+            for (int j = 0; j < 32; ++j) {
+                int64_t i = q * 128 + 4 * j + p;
+                d[q * 128 + p * 32 + j] = i < k ? x[i] : 0;
             }
 }
 
@@ -107,12 +113,14 @@ void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int6
             __m512 sc = scale4(s4, odd);
             for (int t = 0; t < NT; ++t) {
                 const uint16_t* x = reinterpret_cast<const uint16_t*>(xp[t]) + q * 128;
-                __m512 part = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[0]),
-                                               as_bh(_mm512_loadu_si512(x)));
-                part = _mm512_dpbf16_ps(part, as_bh(w[1]), as_bh(_mm512_loadu_si512(x + 32)));
-                part = _mm512_dpbf16_ps(part, as_bh(w[2]), as_bh(_mm512_loadu_si512(x + 64)));
-                part = _mm512_dpbf16_ps(part, as_bh(w[3]), as_bh(_mm512_loadu_si512(x + 96)));
-                acc[t] = _mm512_fmadd_ps(part, sc, acc[t]);
+                // two short chains instead of one of four dot products
+                __m512 pa = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[0]),
+                                             as_bh(_mm512_loadu_si512(x)));
+                __m512 pb = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[2]),
+                                             as_bh(_mm512_loadu_si512(x + 64)));
+                pa = _mm512_dpbf16_ps(pa, as_bh(w[1]), as_bh(_mm512_loadu_si512(x + 32)));
+                pb = _mm512_dpbf16_ps(pb, as_bh(w[3]), as_bh(_mm512_loadu_si512(x + 96)));
+                acc[t] = _mm512_fmadd_ps(_mm512_add_ps(pa, pb), sc, acc[t]);
             }
         };
         for (int64_t q = 0; q < quads; ++q) {
@@ -145,15 +153,20 @@ void bf16_dot_t(const uint16_t* w, int64_t ldw, int64_t k, const uint16_t* const
     __m512 acc[R][NT];
     for (int r = 0; r < R; ++r)
         for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < k; i += 32) {
-        const __mmask32 m = k - i >= 32 ? ~0u : (~0u >> (32 - (k - i)));
+    // full steps with plain loads (masked loads halve the throughput on Zen), then the tail
+    auto step = [&](int64_t i, __mmask32 m, bool full) {
         __m512i xv[NT];
-        for (int t = 0; t < NT; ++t) xv[t] = _mm512_maskz_loadu_epi16(m, x[t] + i);
+        for (int t = 0; t < NT; ++t)
+            xv[t] = full ? _mm512_loadu_si512(x[t] + i) : _mm512_maskz_loadu_epi16(m, x[t] + i);
         for (int r = 0; r < R; ++r) {
-            __m512i wv = _mm512_maskz_loadu_epi16(m, w + r * ldw + i);
+            __m512i wv = full ? _mm512_loadu_si512(w + r * ldw + i)
+                              : _mm512_maskz_loadu_epi16(m, w + r * ldw + i);
             for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], as_bh(wv), as_bh(xv[t]));
         }
-    }
+    };
+    const int64_t full = k / 32 * 32;
+    for (int64_t i = 0; i < full; i += 32) step(i, ~0u, true);
+    if (full < k) step(full, ~0u >> (32 - (k - full)), false);
     for (int r = 0; r < R; ++r)
         for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
