@@ -1,8 +1,8 @@
 """The engine beside transformers on CPU, same random checkpoint, same run.
 
-For each model shape (the tiny preset; two layers shaped like gpt-oss-20b) and expert mode
-(packed MXFP4; experts dequantized to bf16 at load; the same with the compiled batch-1
-unembedding, `--compile-unembedding`) it measures
+For each model shape (the tiny preset; two layers shaped like gpt-oss-20b) and mode (`mxfp4`:
+the default, packed experts on the native CPU kernels; `mxfp4-torch`: the same on the PyTorch
+reference path, GPTOSS_CPU_KERNELS=off; `bf16`: experts dequantized to bf16 at load) it measures
   prefill tok/s      one prompt of P tokens, to its first output token
   decode tok/s b=1   one request, D greedy tokens after the first
   aggregate decode   n requests decoding together (n = 1, 4, 16), all tokens / time
@@ -10,11 +10,12 @@ and prints them beside transformers' `GptOssForCausalLM` (bf16; it dequantizes M
 CPU, so its number is the same in both rows) with the ratio. Checkpoints are written once under
 --cache-dir. Timings are wall-clock medians of --repeat runs; the machine should be otherwise idle.
 
-    python benchmarks/engine_cpu.py [--shapes tiny,20b-2] [--modes mxfp4,bf16,bf16+compile] [--quick]
+    python benchmarks/engine_cpu.py [--shapes tiny,20b-2] [--modes mxfp4,mxfp4-torch,bf16] [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import statistics
 import time
@@ -25,12 +26,13 @@ import torch
 from gptoss.config import ModelConfig
 from gptoss.engine.llm import LLM
 from gptoss.engine.sampler import SamplingParams
+from gptoss.kernels.cpu import library as native
 
 SHAPES = {"tiny": lambda: ModelConfig.preset("tiny"),
           "20b-2": lambda: ModelConfig.preset("20b").replace(num_layers=2)}
 # (prefill length P, decode steps D) per shape and mode; packed MXFP4 is slow in eager PyTorch
-SIZES = {("tiny", "mxfp4"): (512, 32), ("tiny", "bf16"): (512, 32),
-         ("20b-2", "mxfp4"): (64, 4), ("20b-2", "bf16"): (256, 16)}
+SIZES = {("tiny", "mxfp4"): (512, 32), ("tiny", "mxfp4-torch"): (512, 32), ("tiny", "bf16"): (512, 32),
+         ("20b-2", "mxfp4"): (256, 16), ("20b-2", "mxfp4-torch"): (64, 4), ("20b-2", "bf16"): (256, 16)}
 CONCURRENCY = (1, 4, 16)
 PROMPT_LEN = 16  # of each decoding request
 
@@ -114,15 +116,22 @@ def hf_decode(model, n: int, D: int, repeat: int) -> float:
 
 # ---- the table -------------------------------------------------------------------------------
 def sizes_of(shape: str, mode: str, quick: bool) -> tuple[int, int]:
-    P, D = SIZES[shape, mode.removesuffix("+compile")]
+    P, D = SIZES[shape, mode]
     return (max(16, P // 4), max(2, D // 4)) if quick else (P, D)
 
 
 def measure(shape: str, mode: str, folder: Path, hf: dict, repeat: int, quick: bool) -> list:
-    """mode: mxfp4 | bf16, with "+compile" for the compiled batch-1 unembedding."""
+    """mode: mxfp4 | mxfp4-torch | bf16 (see the module docstring)."""
+    with contextlib.ExitStack() as stack:
+        if mode == "mxfp4-torch":
+            stack.enter_context(native.reference_only())
+        return _measure(shape, mode, folder, hf, repeat, quick)
+
+
+def _measure(shape: str, mode: str, folder: Path, hf: dict, repeat: int, quick: bool) -> list:
     P, D = sizes_of(shape, mode, quick)
-    llm = LLM(folder, dtype=torch.bfloat16, dequantize=mode.startswith("bf16"),
-              compile_unembedding=mode.endswith("+compile"), max_num_batched_tokens=max(512, P))
+    llm = LLM(folder, dtype=torch.bfloat16, dequantize=mode == "bf16",
+              max_num_batched_tokens=max(512, P))
     llm.generate(prompts(1, 8, seed=99), SamplingParams(max_tokens=2))  # warm-up
     rows = [("prefill tok/s", ours_prefill(llm, P, repeat), hf["prefill", P]),
             ("decode tok/s, batch 1", ours_decode(llm, 1, D, repeat), hf["decode", 1, D])]
@@ -150,7 +159,7 @@ def hf_numbers(folder: Path, sizes: set, repeat: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="tiny,20b-2")
-    ap.add_argument("--modes", default="mxfp4,bf16,bf16+compile")
+    ap.add_argument("--modes", default="mxfp4,mxfp4-torch,bf16")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smaller P and D (a smoke run)")
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/gptoss-bench"))
@@ -159,7 +168,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native CPU kernels: "
+          f"{native.isa()}")
     table = []
     for shape in args.shapes.split(","):
         folder = checkpoint(shape, args.cache_dir)

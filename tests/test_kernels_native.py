@@ -224,3 +224,29 @@ def test_build_reports_a_missing_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(build.BuildError, match="no C\\+\\+ compiler"):
         build.build(tmp_path / "lib.so")
+
+
+# ---- random weights, quantization ------------------------------------------------------------
+def test_native_quantize_equals_reference_rule():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 64, generator=g) * torch.logspace(-44, 37, 4000)[:, None]
+    x[0] = 0.0
+    x[1, 3] = -0.0
+    x[2] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.5] * 8)  # rounding ties
+    blocks, scales = native.mxfp4_quantize(x.contiguous())
+    expected_blocks, expected_scales = quantize(x)
+    assert torch.equal(blocks.view_as(expected_blocks), expected_blocks)
+    assert torch.equal(scales.view_as(expected_scales), expected_scales)
+
+
+def test_random_streams_native_equal_torch(monkeypatch):
+    from gptoss.weights import random_weights as rw
+    key = rw._key(3, "block.0.mlp.mlp1_weight")
+    fast = rw.normal_stream(key, 12345, 50001)
+    blocks, scales = native.random_mxfp4(key, 64, 48, 96, 0.05, rw.normal_table())
+    monkeypatch.setattr(native, "native", lambda: None)  # the torch mirror
+    slow = rw.normal_stream(key, 12345, 50001)
+    assert torch.equal(fast, slow)
+    expected = quantize(rw.normal_stream(key, 64, 48 * 96).view(48, 96) * 0.05)
+    assert torch.equal(blocks, expected[0]) and torch.equal(scales, expected[1])
+    assert abs(float(fast.mean())) < 0.02 and abs(float(fast.std()) - 1) < 0.02

@@ -29,9 +29,6 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=None, metavar="N", help="context limit")
     p.add_argument("--kv-cache-tokens", type=int, default=32768, metavar="N",
                    help="KV positions of the full-attention layers, all requests together")
-    p.add_argument("--compile-unembedding", action="store_true",
-                   help="CPU: torch.compile the batch-1 unembedding (faster decoding; compiles "
-                        "for some seconds on first use; needs a C++ compiler)")
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -85,8 +82,7 @@ def llm_options(args: argparse.Namespace) -> dict:
     import torch
 
     return dict(dtype=getattr(torch, args.dtype), device=args.device, dequantize=args.dequantize,
-                max_model_len=args.max_model_len, kv_cache_tokens=args.kv_cache_tokens,
-                compile_unembedding=args.compile_unembedding)
+                max_model_len=args.max_model_len, kv_cache_tokens=args.kv_cache_tokens)
 
 
 def build_llm(args: argparse.Namespace):

@@ -18,9 +18,6 @@ class EngineConfig:
     kv_cache_tokens: int = 32768        # positions the full-attention layers can hold, all requests
     max_model_len: int | None = None    # context limit; None: min(model's, kv_cache_tokens)
     prefix_caching: bool = True
-    # torch.compile the batch-1 unembedding product on CPU (kernels/cpu/matvec.py): faster
-    # decoding of large-vocabulary models, at a compile of some seconds on first use
-    compile_unembedding: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "kv_cache_tokens"):

@@ -72,8 +72,7 @@ class LLM:
             device=param.device, prefix_caching=cfg.prefix_caching)
         self.scheduler = Scheduler(self.cache, max_num_seqs=cfg.max_num_seqs,
                                    max_num_batched_tokens=cfg.max_num_batched_tokens)
-        self.runner = ModelRunner(self.model, self.cache,
-                                  compile_unembedding=cfg.compile_unembedding)
+        self.runner = ModelRunner(self.model, self.cache)
         self.requests: dict[str, Request] = {}
 
     # ---- the step loop -----------------------------------------------------------------------

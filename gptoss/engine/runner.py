@@ -11,7 +11,6 @@ from typing import Sequence
 
 import torch
 
-from ..kernels.cpu.matvec import matvec
 from .kv_cache import PagedKVCache
 from .sampler import Sampler, SamplerOutput
 from .scheduler import ScheduledChunk, SchedulerOutput
@@ -38,14 +37,10 @@ def group_chunks(chunks: Sequence[ScheduledChunk]) -> list[list[ScheduledChunk]]
 class ModelRunner:
     """`run(step) -> SamplerOutput` with one token per sampling chunk, in chunk order."""
 
-    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, sampler: Sampler | None = None,
-                 *, compile_unembedding: bool = False):
+    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, sampler: Sampler | None = None):
         self.model, self.cache = model, cache
         self.sampler = sampler or Sampler()
         self.device = next(model.parameters()).device
-        self.compile_unembedding = compile_unembedding and self.device.type == "cpu"
-        if self.compile_unembedding:  # compile now rather than inside the first request
-            self._logits(torch.zeros(1, model.config.hidden_size, dtype=model.dtype))
 
     @torch.inference_mode()
     def run(self, step: SchedulerOutput) -> SamplerOutput:
@@ -58,14 +53,8 @@ class ModelRunner:
         sampling = [c for c in step.chunks if c.samples]
         if not sampling:
             return SamplerOutput([], [])
-        logits = self._logits(torch.stack([hidden[id(c)] for c in sampling]))  # [N, V]
+        logits = self.model.logits(torch.stack([hidden[id(c)] for c in sampling]))  # [N, V]
         return self.sampler(logits.cpu(), [c.request for c in sampling])
-
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[N, H] -> [N, V]; one row on CPU may take the compiled matrix-vector product."""
-        if self.compile_unembedding and hidden.shape[0] == 1:
-            return matvec(self.model.unembedding.weight, hidden[0])[None]
-        return self.model.logits(hidden)
 
     def _forward(self, group: list[ScheduledChunk]) -> torch.Tensor:
         """One forward pass over a group of chunks -> final hidden states [B, T, H]."""

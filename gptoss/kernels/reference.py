@@ -72,13 +72,15 @@ def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: tor
     """
     B, T, Hq, D = q.shape
     Hkv = k.shape[2]
-    qg = q.view(B, T, Hkv, Hq // Hkv, D)
-    scores = torch.einsum("btkgd,bskd->bkgts", qg, k).float() * scale  # [B, Hkv, G, T, S]
+    # scores, softmax and the weighted sum in fp32 (bf16 scores of magnitude ~10 would be off by
+    # ~0.05 before the exponential: visible drift in long bf16 decodes)
+    qg = q.float().view(B, T, Hkv, Hq // Hkv, D)
+    scores = torch.einsum("btkgd,bskd->bkgts", qg, k.float()) * scale  # [B, Hkv, G, T, S]
     scores = scores.masked_fill(~visible[:, None, None], float("-inf"))
     sink = sinks.float().view(1, Hkv, Hq // Hkv, 1, 1).expand(B, -1, -1, T, 1)
     probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
-    out = torch.einsum("bkgts,bskd->btkgd", probs.to(v.dtype), v)
-    return out.reshape(B, T, Hq * D)
+    out = torch.einsum("bkgts,bskd->btkgd", probs, v.float())
+    return out.reshape(B, T, Hq * D).to(v.dtype)
 
 
 def swiglu(h: torch.Tensor, limit: float, alpha: float) -> torch.Tensor:
@@ -86,10 +88,11 @@ def swiglu(h: torch.Tensor, limit: float, alpha: float) -> torch.Tensor:
 
     gate is clamped above only, linear on both sides; out = gate * sigmoid(alpha * gate) * (lin + 1).
     """
-    gate, lin = h[..., ::2], h[..., 1::2]
+    t = h.float()  # fp32, rounded once: in bf16 each of the five ops would round
+    gate, lin = t[..., ::2], t[..., 1::2]
     gate = gate.clamp(max=limit)
     lin = lin.clamp(min=-limit, max=limit)
-    return gate * torch.sigmoid(alpha * gate) * (lin + 1)
+    return (gate * torch.sigmoid(alpha * gate) * (lin + 1)).to(h.dtype)
 
 
 def top_k_softmax(logits: torch.Tensor, top_k: int, dtype: torch.dtype):

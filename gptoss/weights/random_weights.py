@@ -9,11 +9,18 @@ width and routing, attention and the SwiGLU clamp all do something non-trivial:
   mlp2 (experts)  N(0, 1/I)
   embedding       N(0, 1)
   biases          N(0, 0.1²)       norm scales 1 + N(0, 0.1²)      sinks N(0, 1)
-Expert matrices are drawn in fp32 one expert at a time and quantized with `mxfp4.quantize`, so
+Values come from a counter-based normal stream per tensor, keyed by (seed, tensor name): value
+i depends only on (key, i), so a tensor does not depend on which others were generated before it,
+nor on thread counts. The stream (splitmix64 uniforms through a piecewise-linear inverse normal
+CDF, `normal_stream`) is computed by the native kernels when they are loaded and by the same
+arithmetic in torch otherwise, with identical results. It is N(0, 1) up to the interpolation,
+truncated at about +-3.7 (the outermost quantiles of the table). Expert matrices are scaled and
+quantized with the rule of `mxfp4.quantize` block by block (natively, without an fp32 copy), so
 blocks and scales are realistic; everything else is stored in bf16.
 """
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Iterator
@@ -21,25 +28,62 @@ from collections.abc import Iterator
 import torch
 
 from ..config import ModelConfig
+from ..kernels.cpu import library as native
 from . import mxfp4
 from .layouts import canonical_specs
 
-_CHUNK = 1 << 22  # values drawn per call: 16 MiB of fp32
+_CHUNK = 1 << 22  # values per chunk: 16 MiB of fp32
+_TABLE_BITS = 12  # 2**12 intervals between quantiles (as native/random.cpp)
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
 
 
-def _generator(seed: int, name: str) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 0x9E3779B1 + zlib.crc32(name.encode())) % 2**63)
+@functools.lru_cache(maxsize=None)
+def normal_table() -> torch.Tensor:
+    """fp32 [2**12 + 1]: standard normal quantiles at (j + 0.5) / (2**12 + 1)."""
+    n = (1 << _TABLE_BITS) + 1
+    p = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    return torch.special.ndtri(p).to(torch.float32)
 
 
-def _normal(shape: tuple[int, ...], std: float, mean: float, gen: torch.Generator,
+def _key(seed: int, name: str) -> int:
+    return (seed * 0x9E3779B1 + zlib.crc32(name.encode())) % 2**63
+
+
+def _signed(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:  # logical shift of int64 bit patterns
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def normal_stream(key: int, offset: int, n: int) -> torch.Tensor:
+    """Values offset .. offset+n-1 of the normal stream `key` (fp32 [n]): the native kernel's
+    result when loaded, else the same arithmetic in torch (int64 ops wrap like uint64)."""
+    if native.native() is not None:
+        return native.random_normal(key, offset, n, normal_table())
+    i = torch.arange(offset, offset + n, dtype=torch.int64)
+    z = torch.tensor(_signed(key), dtype=torch.int64) + (i // 2 + 1) * _signed(_GOLDEN)
+    z = (z ^ _shr(z, 30)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ _shr(z, 27)) * _signed(0x94D049BB133111EB)
+    z = z ^ _shr(z, 31)
+    u = torch.where(i % 2 == 1, _shr(z, 32), z & 0xFFFFFFFF)
+    j = u >> (32 - _TABLE_BITS)
+    frac = (u & ((1 << (32 - _TABLE_BITS)) - 1)).to(torch.float32) * 2.0 ** -(32 - _TABLE_BITS)
+    table = normal_table()
+    lo, hi = table[j], table[j + 1]
+    return lo + (hi - lo) * frac
+
+
+def _normal(shape: tuple[int, ...], std: float, mean: float, key: int,
             dtype: torch.dtype) -> torch.Tensor:
-    """N(mean, std²) in `dtype`, drawn in fp32 row chunks (never a full fp32 copy)."""
+    """N(mean, std²) in `dtype`, drawn in fp32 chunks (never a full fp32 copy)."""
     out = torch.empty(shape, dtype=dtype)
-    rows = out.reshape(shape[0], -1)
-    step = max(1, _CHUNK // max(rows.shape[1], 1))
-    for r0 in range(0, rows.shape[0], step):
-        r1 = min(r0 + step, rows.shape[0])
-        rows[r0:r1] = torch.randn(r1 - r0, rows.shape[1], generator=gen) * std + mean
+    flat = out.view(-1)
+    for i0 in range(0, flat.numel(), _CHUNK):
+        n = min(_CHUNK, flat.numel() - i0)
+        flat[i0:i0 + n] = normal_stream(key, i0, n) * std + mean
     return out
 
 
@@ -61,14 +105,19 @@ def _experts(name: str, shape: tuple[int, ...], config: ModelConfig, seed: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed random experts: blocks [E, rows, cols/32, 16] and scales [E, rows, cols/32]."""
     experts, rows, groups = shape[:3]
+    cols = groups * 32
     std = (2.5 / math.sqrt(config.hidden_size) if "mlp1" in name
            else 1 / math.sqrt(config.intermediate_size))
-    gen = _generator(seed, name)
+    key = _key(seed, name)
     blocks = torch.empty(shape, dtype=torch.uint8)
     scales = torch.empty(shape[:3], dtype=torch.uint8)
     for e in range(experts):
-        dense = _normal((rows, groups * 32), std, 0.0, gen, torch.float32)
-        blocks[e], scales[e] = mxfp4.quantize(dense)
+        offset = e * rows * cols
+        if native.native() is not None:
+            blocks[e], scales[e] = native.random_mxfp4(key, offset, rows, cols, std, normal_table())
+        else:
+            values = normal_stream(key, offset, rows * cols).view(rows, cols) * std
+            blocks[e], scales[e] = mxfp4.quantize(values)
     return blocks, scales
 
 
@@ -85,4 +134,4 @@ def random_canonical(config: ModelConfig, seed: int) -> Iterator[tuple[str, torc
             pending_scales = None
         else:
             std, mean = _std(spec.name, config)
-            yield spec.name, _normal(spec.shape, std, mean, _generator(seed, spec.name), spec.dtype)
+            yield spec.name, _normal(spec.shape, std, mean, _key(seed, spec.name), spec.dtype)

@@ -69,6 +69,11 @@ def _open(path: Path) -> ctypes.CDLL:
                        ("gptoss_attention", AttnArgs)):
         getattr(lib, name).argtypes = [ctypes.POINTER(args)]
         getattr(lib, name).restype = None
+    i64, p = ctypes.c_int64, ctypes.c_void_p
+    lib.gptoss_random_normal.argtypes = [ctypes.c_uint64, i64, i64, p, p, ctypes.c_int32]
+    lib.gptoss_random_mxfp4.argtypes = [ctypes.c_uint64, i64, i64, ctypes.c_float, p, p, p,
+                                        ctypes.c_int32]
+    lib.gptoss_mxfp4_quantize.argtypes = [p, i64, p, p, ctypes.c_int32]
     return lib
 
 
@@ -240,3 +245,33 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                     D, window, scale, _threads())
     native().gptoss_attention(ctypes.byref(args))
     return out
+
+
+# ---- random weights and MXFP4 quantization (generated checkpoints) ---------------------------
+def random_normal(key: int, offset: int, n: int, table: torch.Tensor) -> torch.Tensor:
+    """Values offset .. offset+n-1 of the counter-based normal stream `key` (fp32 [n]); the
+    contract is mirrored in torch by `weights.random_weights.normal_stream`."""
+    out = torch.empty(n, dtype=torch.float32)
+    native().gptoss_random_normal(key, offset, n, _ptr(table), _ptr(out), _threads())
+    return out
+
+
+def random_mxfp4(key: int, offset: int, rows: int, cols: int, std: float, table: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize(std * random_normal(key, offset, rows * cols)) as blocks [rows, cols/32, 16] and
+    scales [rows, cols/32], without holding the fp32 values."""
+    blocks = torch.empty(rows, cols // 32, 16, dtype=torch.uint8)
+    scales = torch.empty(rows, cols // 32, dtype=torch.uint8)
+    native().gptoss_random_mxfp4(key, offset, rows * cols // 32, std, _ptr(table), _ptr(blocks),
+                                 _ptr(scales), _threads())
+    return blocks, scales
+
+
+def mxfp4_quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 x [n * 32] (finite, contiguous) -> (blocks [n, 16], scales [n]) by the rule of
+    `weights.mxfp4.quantize`."""
+    n = x.numel() // 32
+    blocks = torch.empty(n, 16, dtype=torch.uint8)
+    scales = torch.empty(n, dtype=torch.uint8)
+    native().gptoss_mxfp4_quantize(_ptr(x), n, _ptr(blocks), _ptr(scales), _threads())
+    return blocks, scales

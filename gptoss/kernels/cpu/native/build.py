@@ -31,7 +31,7 @@ _X86_ISAS = {
                                   "-mavx2", "-mfma", "-mf16c"]),
     "avx2": ("isa_avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
 }
-_COMMON = ["-O3", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unused-function",
+_COMMON = ["-O3", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-ffp-contract=off", "-Wall", "-Wno-unused-function",
            "-Wno-maybe-uninitialized"]
 
 
@@ -91,6 +91,11 @@ def build(out: Path, *, verbose: bool = False) -> list[str]:
                 errors.append(f"{isa}: {result.stderr.strip()[-2000:]}")
         if "portable" not in built:
             raise BuildError("the portable kernels did not compile:\n" + "\n".join(errors))
+        obj = Path(tmp) / "random.o"
+        result = _run([cxx, *_COMMON, "-c", str(HERE / "random.cpp"), "-o", str(obj)])
+        if result.returncode != 0:
+            raise BuildError(f"random.cpp did not compile:\n{result.stderr[-2000:]}")
+        objects.append(str(obj))
         defines = [f"-DGPTOSS_HAVE_{isa.upper()}=1" for isa in built]
         obj = Path(tmp) / "dispatch.o"
         result = _run([cxx, *_COMMON, *defines, f'-DGPTOSS_SOURCE_HASH="{digest}"', "-c",
