@@ -22,34 +22,34 @@ constexpr int NT_MAX = 4;
 inline __m512bh as_bh(__m512i v) { return (__m512bh)v; }
 
 struct Tables {
-    alignas(64) uint8_t scale_ctrl[64];
     alignas(64) uint16_t bf16[32];
     Tables() {
         const float fp4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
                                -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-        for (int i = 0; i < 64; ++i) {
-            // lane j of the scale vector takes scale byte j into each of its 4 dwords
-            int lane = i / 16, byte = i % 4;
-            scale_ctrl[i] = byte == 0 ? uint8_t(lane) : 0x80;
-        }
         for (int i = 0; i < 32; ++i) bf16[i] = f2bf(fp4[i % 16]);
     }
 };
 const Tables T;
 
-// fp32 2^(s-127) per block from 4 scale bytes, each broadcast over its 128-bit lane.
-// Bytes 0 (2^-127, a subnormal) and 255 (NaN) need the fix-ups; `odd` says one may be there.
-inline __m512 scale4(uint32_t s4, bool odd) {
-    __m512i s = _mm512_shuffle_epi8(_mm512_set1_epi32(int(s4)),
-                                    _mm512_load_si512(T.scale_ctrl));
-    __m512i bits = _mm512_slli_epi32(s, 23);
+// fp32 2^(s-127) of 16 blocks, one per dword, from their scale bytes (`n` <= 16 of them).
+// Bytes 0 (2^-127, a subnormal) and 255 (NaN) need fix-ups; `odd` says one may be there.
+inline __m512i scales16(const uint8_t* s, int n, bool odd) {
+    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(__mmask16((1u << n) - 1), s));
+    __m512i bits = _mm512_slli_epi32(v, 23);
     if (odd) {
-        bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(s, _mm512_setzero_si512()),
+        bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(v, _mm512_setzero_si512()),
                                      _mm512_set1_epi32(0x00400000));
-        bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(s, _mm512_set1_epi32(255)),
+        bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(255)),
                                      _mm512_set1_epi32(0x7fc00000));
     }
-    return _mm512_castsi512_ps(bits);
+    return bits;
+}
+
+// quad j (blocks 4j .. 4j+3) of scales16's vector, each block's scale over its 128-bit lane
+inline __m512 scale_quad(__m512i s16, int j) {
+    const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(4 * j),
+                                         _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0));
+    return _mm512_castsi512_ps(_mm512_permutexvar_epi32(idx, s16));
 }
 
 inline bool odd_scales(const uint8_t* s, int64_t n) {
@@ -73,11 +73,12 @@ inline bool odd_scales(const uint8_t* s, int64_t n) {
 // word through a 16-entry vpermw table, so w[p] word j = element 4j+p, and its 128-bit lane j
 // still covers block j (the scale vector's layout).
 inline void decode4(__m512i v, __m512i w[4]) {
-    const __m512i m = _mm512_set1_epi16(0x0f);
+    // vpermw reads index bits 4:0 only and the table repeats its 16 values, so the bits above
+    // each nibble need no masking
     const __m512i tbl = _mm512_load_si512(T.bf16);
-    w[0] = _mm512_permutexvar_epi16(_mm512_and_si512(v, m), tbl);
-    w[1] = _mm512_permutexvar_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 4), m), tbl);
-    w[2] = _mm512_permutexvar_epi16(_mm512_and_si512(_mm512_srli_epi16(v, 8), m), tbl);
+    w[0] = _mm512_permutexvar_epi16(v, tbl);
+    w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tbl);
+    w[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 8), tbl);
     w[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 12), tbl);
 }
 
@@ -96,45 +97,41 @@ void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
             }
 }
 
+// one row x NT tokens; per 4 blocks (64 bytes): 3 shifts, 4 vpermw, 1 scale permute, and per
+// token 4 vdpbf16ps and 1 FMA
+template <int NT>
+void mx_dot_row(const uint8_t* b, const uint8_t* s, int64_t groups, const uint8_t* const* xp,
+                float* out) {
+    const int64_t quads = groups / 4, tail = groups % 4;
+    const bool odd = odd_scales(s, groups);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    __m512i s16 = _mm512_setzero_si512();
+    auto step = [&](int64_t q, __m512i v) {
+        if (q % 4 == 0) s16 = scales16(s + 4 * q, int(std::min<int64_t>(16, groups - 4 * q)), odd);
+        __m512i w[4];
+        decode4(v, w);
+        const __m512 sc = scale_quad(s16, int(q % 4));
+        for (int t = 0; t < NT; ++t) {
+            const uint16_t* x = reinterpret_cast<const uint16_t*>(xp[t]) + q * 128;
+            __m512 part = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[0]),
+                                           as_bh(_mm512_loadu_si512(x)));
+            part = _mm512_dpbf16_ps(part, as_bh(w[1]), as_bh(_mm512_loadu_si512(x + 32)));
+            part = _mm512_dpbf16_ps(part, as_bh(w[2]), as_bh(_mm512_loadu_si512(x + 64)));
+            part = _mm512_dpbf16_ps(part, as_bh(w[3]), as_bh(_mm512_loadu_si512(x + 96)));
+            acc[t] = _mm512_fmadd_ps(part, sc, acc[t]);
+        }
+    };
+    for (int64_t q = 0; q < quads; ++q) step(q, _mm512_loadu_si512(b + 64 * q));
+    if (tail) step(quads, _mm512_maskz_loadu_epi8(~0ull >> (64 - 16 * tail), b + 64 * quads));
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
 template <int NT>
 void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
               const uint8_t* const* xp, float* out) {
-    const int64_t quads = groups / 4, tail = groups % 4;
-    const __mmask64 tail_mask = tail ? (~0ull >> (64 - 16 * tail)) : 0;
-    for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t* b = blocks + r * groups * 16;
-        const uint8_t* s = scales + r * groups;
-        const bool odd = odd_scales(s, groups);
-        __m512 acc[NT];
-        for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-        auto step = [&](int64_t q, __m512i v, uint32_t s4) {
-            __m512i w[4];
-            decode4(v, w);
-            __m512 sc = scale4(s4, odd);
-            for (int t = 0; t < NT; ++t) {
-                const uint16_t* x = reinterpret_cast<const uint16_t*>(xp[t]) + q * 128;
-                // two short chains instead of one of four dot products
-                __m512 pa = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[0]),
-                                             as_bh(_mm512_loadu_si512(x)));
-                __m512 pb = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[2]),
-                                             as_bh(_mm512_loadu_si512(x + 64)));
-                pa = _mm512_dpbf16_ps(pa, as_bh(w[1]), as_bh(_mm512_loadu_si512(x + 32)));
-                pb = _mm512_dpbf16_ps(pb, as_bh(w[3]), as_bh(_mm512_loadu_si512(x + 96)));
-                acc[t] = _mm512_fmadd_ps(_mm512_add_ps(pa, pb), sc, acc[t]);
-            }
-        };
-        for (int64_t q = 0; q < quads; ++q) {
-            uint32_t s4;
-            std::memcpy(&s4, s + 4 * q, 4);
-            step(q, _mm512_loadu_si512(b + 64 * q), s4);
-        }
-        if (tail) {
-            uint32_t s4 = 0;
-            std::memcpy(&s4, s + 4 * quads, size_t(tail));
-            step(quads, _mm512_maskz_loadu_epi8(tail_mask, b + 64 * quads), s4);
-        }
-        for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[t]);
-    }
+    for (int64_t r = 0; r < rows; ++r)
+        mx_dot_row<NT>(blocks + r * groups * 16, scales + r * groups, groups, xp, out + r * NT);
 }
 
 void mx_dot(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
