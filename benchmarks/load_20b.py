@@ -1,10 +1,12 @@
-"""Load a full 20b-shaped checkpoint on CPU and run one forward step; peak RSS must stay < 16 GB.
+"""Load a full 20b-shaped checkpoint on CPU, hold a 4k-token conversation; peak RSS must stay < 16 GB.
 
-    python benchmarks/load_20b.py [--dir checkpoints/gpt-oss-20b-random] [--tokens 4]
+    python benchmarks/load_20b.py [--dir checkpoints/gpt-oss-20b-random] [--tokens 4] [--conversation 4096]
 
-Generates the random hf-mxfp4 checkpoint once (about 13 GB; minutes), then, in a fresh
-subprocess, loads it with `gptoss.load_model` (packed MXFP4 experts, bf16 elsewhere, memory-mapped),
-runs one forward pass, then touches every weight page so the RSS figure covers the whole model.
+Generates the random hf-mxfp4 checkpoint once (about 13 GB), then, in a fresh subprocess, loads
+it with `gptoss.load_model` (packed MXFP4 experts, bf16 elsewhere, memory-mapped), runs one
+forward pass, touches every weight page so the RSS figure covers the whole model, and finally
+runs the engine (`LLM`, native CPU kernels) over one conversation of --conversation tokens
+(a prompt of that length less 64, then 64 generated tokens), with its KV cache.
 The peer, transformers on CPU, dequantizes every expert to bf16; its memory need is computed,
 not run, since it exceeds this machine.
 """
@@ -30,7 +32,7 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def child(folder: str, tokens: int) -> None:
+def child(folder: str, tokens: int, conversation: int) -> None:
     import torch
 
     from gptoss.weights.loader import load_model
@@ -47,9 +49,23 @@ def child(folder: str, tokens: int) -> None:
         for t in model.state_dict().values():
             flat = t.reshape(-1).view(torch.uint8) if t.dtype != torch.uint8 else t.reshape(-1)
             flat[::4096].sum()
+    rss_touched = _rss()
+    del model, logits
+    conv_s = 0.0
+    if conversation:
+        from gptoss.engine.llm import LLM
+        from gptoss.engine.sampler import SamplingParams
+        llm = LLM(folder, dtype=torch.bfloat16, kv_cache_tokens=max(8192, conversation))
+        prompt = torch.randint(0, 199998, (conversation - 64,),
+                               generator=torch.Generator().manual_seed(1)).tolist()
+        t0 = time.perf_counter()
+        out = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=64, ignore_eos=True))
+        conv_s = time.perf_counter() - t0
+        assert len(out[0].token_ids) == 64
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     print(json.dumps(dict(load_s=load_s, forward_s=forward_s, rss_load=rss_load,
-                          rss_forward=rss_forward, rss_touched=_rss(), peak=peak)))
+                          rss_forward=rss_forward, rss_touched=rss_touched, peak=peak,
+                          conversation_s=conv_s)))
 
 
 def ensure_checkpoint(folder: Path, seed: int) -> float | None:
@@ -76,16 +92,19 @@ def main() -> int:
     ap.add_argument("--dir", default="checkpoints/gpt-oss-20b-random")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokens", type=int, default=4)
+    ap.add_argument("--conversation", type=int, default=4096,
+                    help="tokens of the engine conversation after loading (0: none)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.dir, args.tokens)
+        child(args.dir, args.tokens, args.conversation)
         return 0
     folder = Path(args.dir)
     gen_s = ensure_checkpoint(folder, args.seed)
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     run = subprocess.run([sys.executable, __file__, "--child", "--dir", str(folder),
-                          "--tokens", str(args.tokens)], capture_output=True, text=True)
+                          "--tokens", str(args.tokens), "--conversation", str(args.conversation)],
+                         capture_output=True, text=True)
     if run.returncode:
         print(run.stderr, file=sys.stderr)
         return run.returncode
@@ -98,6 +117,7 @@ def main() -> int:
             ("RSS after load", _gb(r["rss_load"]), "-"),
             ("RSS after forward", _gb(r["rss_forward"]), "-"),
             ("RSS with every weight touched", _gb(r["rss_touched"]), "-"),
+            (f"engine: {args.conversation}-token conversation", f"{r['conversation_s']:.0f} s", "-"),
             ("peak RSS (getrusage)", _gb(r["peak"]), "-")]
     width = max(len(a) for a, _, _ in rows)
     print(f"{'gpt-oss-20b-shaped, CPU':<{width}} | {'gptoss':>12} | transformers (peer)")

@@ -44,11 +44,19 @@ def assert_near_tie(step, mine: int, other: int) -> None:
     assert top[mine] - top[other] <= NEAR_TIE, f"{mine} vs {other}: {top[mine] - top[other]}"
 
 
-def check_greedy(folder, batch) -> list[int]:
+def check_greedy(folder, batch, monkeypatch) -> list[int]:
     """Native greedy (batched, and each prompt alone) against the reference path's."""
+    calls = {"moe": 0, "attention_decode": 0, "linear": 0}
+    for name in calls:  # count the native calls: the fast run must really be native
+        real = getattr(native, name)
+        def counted(*args, _real=real, _name=name, **kw):
+            calls[_name] += 1
+            return _real(*args, **kw)
+        monkeypatch.setattr(native, name, counted)
     def both(llm):  # the batch together, then each prompt alone (chunks and kernels differ)
         return [llm.generate(batch, PARAMS), [llm.generate([p], PARAMS)[0] for p in batch]]
     runs = both(LLM(folder, dtype=torch.bfloat16))
+    assert all(calls.values()), calls
     with native.reference_only():
         references = both(LLM(folder, dtype=torch.bfloat16))
     equal = []
@@ -64,15 +72,15 @@ def check_greedy(folder, batch) -> list[int]:
     return equal
 
 
-def test_tiny_preset_native_greedy_tokens_are_reference_argmax(tmp_path):
+def test_tiny_preset_native_greedy_tokens_are_reference_argmax(tmp_path, monkeypatch):
     folder = write_random_checkpoint(ModelConfig.preset("tiny"), tmp_path / "tiny", seed=0,
                                      progress=False)
-    equal = check_greedy(folder, prompts(6, 150, seed=1))  # decoding past the 128-token window
-    assert max(equal) >= 32
+    equal = check_greedy(folder, prompts(6, 150, seed=1), monkeypatch)  # past the 128 window
+    assert sorted(equal)[len(equal) // 2] >= 32  # most runs agree for 32+ tokens
 
 
 @pytest.mark.slow
-def test_two_20b_shaped_layers_native_greedy_tokens_are_reference_argmax(tmp_path):
+def test_two_20b_shaped_layers_native_greedy_tokens_are_reference_argmax(tmp_path, monkeypatch):
     config = ModelConfig.preset("20b").replace(num_layers=2)
     folder = write_random_checkpoint(config, tmp_path / "20b-2", seed=0, progress=False)
-    check_greedy(folder, prompts(2, 140, seed=2))
+    check_greedy(folder, prompts(2, 140, seed=2), monkeypatch)

@@ -250,3 +250,30 @@ def test_random_streams_native_equal_torch(monkeypatch):
     expected = quantize(rw.normal_stream(key, 64, 48 * 96).view(48, 96) * 0.05)
     assert torch.equal(blocks, expected[0]) and torch.equal(scales, expected[1])
     assert abs(float(fast.mean())) < 0.02 and abs(float(fast.std()) - 1) < 0.02
+
+
+def test_no_vector_code_runs_at_load_or_in_shared_functions():
+    """Only the per-ISA kernels (in anonymous namespaces) may use AVX registers: static
+    initializers run, and shared template code may be called, on CPUs without AVX-512/AVX2."""
+    import shutil
+    if not shutil.which("objdump"):
+        pytest.skip("objdump not installed")
+    lib = next(p for p in native._candidates() if p.is_file())
+    asm = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(lib)],
+                         capture_output=True, text=True, check=True).stdout
+    offenders, name = set(), ""
+    for line in asm.splitlines():
+        if line.endswith(">:"):
+            name = line
+        elif ("ymm" in line or "zmm" in line) and "anonymous namespace" not in name:
+            offenders.add(name)
+    assert not offenders, sorted(offenders)[:5]
+
+
+def test_gradients_take_the_torch_path():
+    w = torch.randn(8, 64).bfloat16().requires_grad_()
+    x = torch.randn(2, 64).bfloat16()
+    y = native.linear_or_torch(x, w)
+    assert y.grad_fn is not None
+    with torch.no_grad():
+        assert native.linear_or_torch(x, w).grad_fn is None

@@ -239,6 +239,11 @@ class CacheView:
         key_pos = torch.where(live[:, :, None] & (key_pos < end[:, :, None]), key_pos, -1)
         return dst, src, gather.flatten(1), key_pos.flatten(1)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The storage dtype; a cache with `dtype` offers `update_paged`."""
+        return self.cache.groups[0].k.dtype
+
     def update_paged(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
         """Store k/v [B, T, Hkv, D] of the real tokens; return the layer's whole storage
         k_slots, v_slots [slots, Hkv, D], and slots, key_pos [B, S]: the storage slot and the

@@ -46,7 +46,7 @@ class AttentionBlock(nn.Module):
         v = qkv[..., q_dim + kv_dim:].view(B, T, self.num_kv_heads, self.head_dim)
         cos, sin = cos_sin
         q, k = ref.apply_rotary(q, cos, sin), ref.apply_rotary(k, cos, sin)
-        if T == 1 and hasattr(cache, "update_paged") and native.usable(q, k):
+        if T == 1 and getattr(cache, "dtype", None) == torch.bfloat16 and native.usable(q, k):
             attn = self._decode_paged(q, k, v, positions, cache)
         else:
             if cache is not None:

@@ -240,5 +240,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     if left:
         raise CheckpointError(f"{ckpt.folder}: nothing loaded for {left[:3]} (model and "
                               "checkpoint names disagree)")
-    return model.to(device).eval()
+    # loaded for inference: no gradients (so the CPU fast paths, which have no backward, apply);
+    # fine-tuning turns them on for what it trains
+    return model.to(device).eval().requires_grad_(False)
 

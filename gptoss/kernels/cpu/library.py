@@ -59,9 +59,13 @@ def cache_dir() -> Path:
     return Path(root) / "native" / build.source_hash()
 
 
-def _open(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
+def _hash_of(lib: ctypes.CDLL) -> str:
     lib.gptoss_source_hash.restype = ctypes.c_char_p
+    return lib.gptoss_source_hash().decode()
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the signatures (only on a library built from the current sources)."""
     lib.gptoss_usable_isas.restype = ctypes.c_char_p
     lib.gptoss_selected.restype = ctypes.c_char_p
     lib.gptoss_select.argtypes = [ctypes.c_char_p]
@@ -85,16 +89,19 @@ def _load() -> ctypes.CDLL:
     want = build.source_hash()
     for path in _candidates():
         if path.is_file():
-            lib = _open(path)
-            if lib.gptoss_source_hash().decode() == want:
-                return lib
+            lib = ctypes.CDLL(str(path))
+            if _hash_of(lib) == want:  # else built from other sources: not used
+                return _bind(lib)
     cached = cache_dir() / build.LIB_NAME
     if not cached.is_file():
         try:
             build.build(cached)
         except (build.BuildError, OSError) as e:
             raise NativeUnavailable(f"they are not built and building them failed: {e}") from None
-    return _open(cached)
+    lib = ctypes.CDLL(str(cached))
+    if _hash_of(lib) != want:
+        raise NativeUnavailable(f"{cached} was not built from these sources")
+    return _bind(lib)
 
 
 def _select(lib: ctypes.CDLL, choice: str) -> None:
@@ -119,7 +126,7 @@ def native() -> ctypes.CDLL | None:
         lib = _load()
         _select(lib, choice)
         return lib
-    except (NativeUnavailable, OSError) as e:
+    except (NativeUnavailable, OSError, AttributeError) as e:
         warnings.warn(f"gptoss: native CPU kernels unavailable ({e}); running on the PyTorch "
                       f"path, which is much slower on CPU (packed MXFP4 experts most of all)",
                       RuntimeWarning, stacklevel=2)
@@ -178,16 +185,20 @@ class reference_only:
 
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the native kernels can take these tensors: loaded, CPU, bf16 (packed uint8
-    experts are checked by the caller)."""
-    return (not _reference_only and native() is not None
-            and all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors))
+    experts are checked by the caller), and no gradient wanted (the kernels have no backward)."""
+    if _reference_only or native() is None:
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors)
 
 
 def linear_or_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
                     ) -> torch.Tensor:
     """x [..., K] @ weight.T + bias: the native product for a few bf16 rows on CPU, else F.linear."""
     rows = x.numel() // x.shape[-1] if x.numel() else 0
-    if 0 < rows <= LINEAR_MAX_ROWS and usable(x, weight) and weight.is_contiguous():
+    if (0 < rows <= LINEAR_MAX_ROWS and usable(x, weight) and weight.is_contiguous()
+            and (bias is None or bias.dtype == torch.bfloat16)):
         return linear(x.reshape(rows, x.shape[-1]), weight, bias).view(*x.shape[:-1], -1)
     return torch.nn.functional.linear(x, weight, bias)
 
@@ -208,8 +219,14 @@ def moe(x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor,
     -> sum_k w_k * expert_k(x) [N, H] bf16 (see native/kernels.h for the contract)."""
     N, H = x.shape
     E, rows1 = w1_blocks.shape[:2]
+    if H % 32 or rows1 % 64 or x.dtype != torch.bfloat16:
+        raise ValueError(f"native moe: needs bf16 x and MXFP4 shapes, got {x.dtype}, hidden {H}, "
+                         f"2*intermediate {rows1}")
     x, ids = x.contiguous(), ids.to(torch.int64).contiguous()
     weights = weights.to(torch.float32).contiguous()
+    w1_blocks, w1_scales, w2_blocks, w2_scales = (t.contiguous() for t in
+                                                  (w1_blocks, w1_scales, w2_blocks, w2_scales))
+    b1, b2 = b1.to(torch.bfloat16).contiguous(), b2.to(torch.bfloat16).contiguous()
     out = torch.empty(N, H, dtype=torch.bfloat16)
     args = MoeArgs(_ptr(x), _ptr(ids), _ptr(weights), _ptr(w1_blocks), _ptr(w1_scales), _ptr(b1),
                    _ptr(w2_blocks), _ptr(w2_scales), _ptr(b2), _ptr(out), N, H, rows1 // 2, E,
@@ -224,6 +241,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     N, K = x.shape
     if x.stride(1) != 1:
         x = x.contiguous()
+    weight = weight.contiguous()
+    if bias is not None:
+        bias = bias.to(torch.bfloat16).contiguous()
     out = torch.empty(N, weight.shape[0], dtype=out_dtype)
     args = LinearArgs(_ptr(x), _ptr(weight), _ptr(bias), _ptr(out), N, weight.shape[0], K,
                       x.stride(0), out_dtype == torch.float32, _threads())
@@ -237,7 +257,11 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     """One query per row over a paged cache read in place: q [N, Hq, D] bf16, k/v cache
     [slots, Hkv, D] bf16, slots/key_pos [N, S] int64 (-1 = empty), q_pos [N] -> [N, Hq*D]."""
     N, Hq, D = q.shape
-    q = q.contiguous()
+    if k_cache.dtype != torch.bfloat16 or v_cache.dtype != torch.bfloat16:
+        raise ValueError(f"native attention: the cache must be bf16, not {k_cache.dtype}")
+    q, k_cache, v_cache = q.contiguous(), k_cache.contiguous(), v_cache.contiguous()
+    slots, key_pos = slots.to(torch.int64).contiguous(), key_pos.to(torch.int64).contiguous()
+    q_pos = q_pos.to(torch.int64).contiguous()
     sinks = sinks.to(torch.float32).contiguous()
     out = torch.empty(N, Hq * D, dtype=torch.bfloat16)
     args = AttnArgs(_ptr(q), _ptr(k_cache), _ptr(v_cache), _ptr(slots), _ptr(key_pos),

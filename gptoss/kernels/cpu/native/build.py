@@ -78,7 +78,9 @@ def build(out: Path, *, verbose: bool = False) -> list[str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gptoss-build-") as tmp:
         objects, built, errors = [], [], []
-        for isa, (source, flags) in isas().items():
+        # portable first: where translation units share a template instantiation (std::vector
+        # members), the linker keeps the first, which is then free of ISA-specific instructions
+        for isa, (source, flags) in sorted(isas().items(), key=lambda kv: kv[0] != "portable"):
             obj = Path(tmp) / f"{isa}.o"
             cmd = [cxx, *_COMMON, *flags, "-c", str(HERE / source), "-o", str(obj)]
             result = _run(cmd)

@@ -12,17 +12,8 @@ namespace {
 #define ISA_HAS_GEMM 0
 constexpr int NT_MAX = 4;
 
-struct Tables {
-    alignas(32) float mag[8];
-    float scale[256];
-    Tables() {
-        const float v[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-        for (int i = 0; i < 8; ++i) mag[i] = v[i];
-        for (int s = 0; s < 255; ++s) scale[s] = __builtin_ldexpf(1.0f, s - 127);
-        scale[255] = __builtin_nanf("");
-    }
-};
-const Tables T;
+// constant-initialized (no static constructor compiled with AVX2 flags)
+alignas(32) constexpr float FP4_MAGNITUDE[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 
 int64_t prep_bytes(int64_t k) { return k * 4; }
 
@@ -46,7 +37,7 @@ inline __m256 fp4(__m256i n, __m256 mag) {
 template <int NT>
 void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
               const uint8_t* const* xp, float* out) {
-    const __m256 mag = _mm256_load_ps(T.mag);
+    const __m256 mag = _mm256_load_ps(FP4_MAGNITUDE);
     const __m256i m = _mm256_set1_epi32(0x0f);
     for (int64_t r = 0; r < rows; ++r) {
         const uint8_t* b = blocks + r * groups * 16;
@@ -54,7 +45,7 @@ void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int6
         __m256 acc[NT];
         for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
         for (int64_t g = 0; g < groups; ++g) {
-            __m256 sc = _mm256_set1_ps(T.scale[s[g]]);
+            __m256 sc = _mm256_set1_ps(scale_of(s[g]));
             __m256 part[NT];
             for (int t = 0; t < NT; ++t) part[t] = _mm256_setzero_ps();
             for (int h = 0; h < 2; ++h) {  // two halves of 8 bytes = 16 values

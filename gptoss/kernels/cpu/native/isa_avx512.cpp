@@ -14,18 +14,9 @@ namespace {
 #define ISA_HAS_GEMM 0
 constexpr int NT_MAX = 4;
 
-struct Tables {
-    alignas(64) float fp4[16];
-    float scale[256];
-    Tables() {
-        const float v[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
-                             -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-        for (int i = 0; i < 16; ++i) fp4[i] = v[i];
-        for (int s = 0; s < 255; ++s) scale[s] = __builtin_ldexpf(1.0f, s - 127);
-        scale[255] = __builtin_nanf("");
-    }
-};
-const Tables T;
+// constant-initialized (a static constructor would run AVX-512 code at load, on every CPU)
+alignas(64) constexpr float FP4_F32[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                           -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
 int64_t prep_bytes(int64_t k) { return k * 4; }
 
@@ -42,7 +33,7 @@ void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
 template <int NT>
 void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
               const uint8_t* const* xp, float* out) {
-    const __m512 table = _mm512_load_ps(T.fp4);
+    const __m512 table = _mm512_load_ps(FP4_F32);
     const __m512i m = _mm512_set1_epi32(0x0f);
     for (int64_t r = 0; r < rows; ++r) {
         const uint8_t* b = blocks + r * groups * 16;
@@ -53,7 +44,7 @@ void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int6
             __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g)));
             __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(v, m), table);
             __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
-            __m512 sc = _mm512_set1_ps(T.scale[s[g]]);
+            __m512 sc = _mm512_set1_ps(scale_of(s[g]));
             for (int t = 0; t < NT; ++t) {
                 const float* x = reinterpret_cast<const float*>(xp[t]) + g * 32;
                 __m512 part = _mm512_mul_ps(lo, _mm512_loadu_ps(x));

@@ -21,15 +21,13 @@ constexpr int NT_MAX = 4;
 
 inline __m512bh as_bh(__m512i v) { return (__m512bh)v; }
 
-struct Tables {
-    alignas(64) uint16_t bf16[32];
-    Tables() {
-        const float fp4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
-                               -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-        for (int i = 0; i < 32; ++i) bf16[i] = f2bf(fp4[i % 16]);
-    }
-};
-const Tables T;
+// FP4 values as bf16 bits, twice (vpermw reads 5 index bits). Constant-initialized: a static
+// constructor would run AVX-512 code at load time, on every CPU.
+alignas(64) constexpr uint16_t FP4_BF16[32] = {
+    0x0000, 0x3F00, 0x3F80, 0x3FC0, 0x4000, 0x4040, 0x4080, 0x40C0,
+    0x8000, 0xBF00, 0xBF80, 0xBFC0, 0xC000, 0xC040, 0xC080, 0xC0C0,
+    0x0000, 0x3F00, 0x3F80, 0x3FC0, 0x4000, 0x4040, 0x4080, 0x40C0,
+    0x8000, 0xBF00, 0xBF80, 0xBFC0, 0xC000, 0xC040, 0xC080, 0xC0C0};
 
 // fp32 2^(s-127) of 16 blocks, one per dword, from their scale bytes (`n` <= 16 of them).
 // Bytes 0 (2^-127, a subnormal) and 255 (NaN) need fix-ups; `odd` says one may be there.
@@ -75,7 +73,7 @@ inline bool odd_scales(const uint8_t* s, int64_t n) {
 inline void decode4(__m512i v, __m512i w[4]) {
     // vpermw reads index bits 4:0 only and the table repeats its 16 values, so the bits above
     // each nibble need no masking
-    const __m512i tbl = _mm512_load_si512(T.bf16);
+    const __m512i tbl = _mm512_load_si512(FP4_BF16);
     w[0] = _mm512_permutexvar_epi16(v, tbl);
     w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tbl);
     w[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 8), tbl);
@@ -212,7 +210,7 @@ void gemm_pack_x(const uint16_t* const* x, int64_t n, int64_t k, uint8_t* xt) {
 
 // one row's blocks -> raw FP4 values as bf16, natural order (the scale is applied later)
 inline void decode_row(const uint8_t* b, int64_t groups, uint16_t* dst) {
-    const __m512i tbl = _mm512_load_si512(T.bf16);
+    const __m512i tbl = _mm512_load_si512(FP4_BF16);
     const __m512i m = _mm512_set1_epi32(0x0f);
     for (int64_t g = 0; g < groups; ++g) {
         __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g)));
@@ -220,11 +218,6 @@ inline void decode_row(const uint8_t* b, int64_t groups, uint16_t* dst) {
                                       _mm512_slli_epi32(_mm512_srli_epi32(v, 4), 16));
         _mm512_storeu_si512(dst + 32 * g, _mm512_permutexvar_epi16(idx, tbl));
     }
-}
-
-inline float scale_value(uint8_t s) {
-    if (s == 255) return __builtin_nanf("");
-    return __builtin_ldexpf(1.0f, int(s) - 127);
 }
 
 // R rows of the panel (k = 32 * groups) x one 16-token group -> out rows [R][n] (cols c0..)
@@ -273,7 +266,7 @@ void mx_gemm(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64
     }
     for (int64_t r = 0; r < rows; ++r) {
         decode_row(blocks + r * groups * 16, groups, panel + r * groups * 32);
-        for (int64_t g = 0; g < groups; ++g) s[r * groups + g] = scale_value(scales[r * groups + g]);
+        for (int64_t g = 0; g < groups; ++g) s[r * groups + g] = scale_of(scales[r * groups + g]);
     }
     const int64_t k = groups * 32;
     int64_t r = 0;

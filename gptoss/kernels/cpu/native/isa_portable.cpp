@@ -13,11 +13,6 @@ constexpr int NT_MAX = 4;
 const float FP4[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
                        -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-float scale_of(uint8_t s) {  // 2^(s-127); byte 255 is NaN (E8M0)
-    if (s == 255) return __builtin_nanf("");
-    return __builtin_ldexpf(1.0f, int(s) - 127);
-}
-
 int64_t prep_bytes(int64_t k) { return k * 4; }
 
 void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
