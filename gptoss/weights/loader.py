@@ -27,6 +27,7 @@ from ..config import ConfigError, ModelConfig
 from . import layouts, mxfp4
 from .layouts import HF_BF16, HF_MXFP4, ORIGINAL
 from .reader import INDEX_NAME, CheckpointError, SafetensorsFolder
+from .resident import make_resident
 
 __all__ = ["CheckpointError", "Checkpoint", "detect_layout", "open_checkpoint", "load_model",
            "iter_canonical", "with_experts", "resolve_folder"]
@@ -211,11 +212,14 @@ def _assign(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.bfloat16, dequantize: bool = False,
-               quantize: bool = False):
+               quantize: bool = False, resident: bool = True):
     """Load a checkpoint folder or HF repo id into a `Transformer` on `device`.
 
     Experts: packed checkpoints stay packed unless `dequantize`; bf16 checkpoints stay dense
-    unless `quantize`. Non-expert tensors and dense experts are in `dtype`.
+    unless `quantize`. Non-expert tensors and dense experts are in `dtype`. On CPU, tensors used
+    as stored are moved out of the file mapping into huge-page private memory one at a time
+    (`resident`, see weights/resident.py: faster decoding, the same peak RSS); `resident=False`
+    keeps them memory-mapped.
     """
     from ..model.transformer import Transformer
     if dequantize and quantize:
@@ -226,15 +230,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
                             device="meta")
         cpu = torch.device(device).type == "cpu"
 
+        mapped: set[str] = set()
+
         def unchanged(name: str, stored: torch.dtype) -> bool:  # used as stored: keep mapped
-            if stored == torch.uint8:
-                return cpu and packed
-            return cpu and stored == dtype and not (quantize and layouts.is_expert_matrix(name))
+            keep = (cpu and packed) if stored == torch.uint8 else (
+                cpu and stored == dtype and not (quantize and layouts.is_expert_matrix(name)))
+            if keep:
+                mapped.add(name)
+            return keep
 
         stream = with_experts(iter_canonical(ckpt, unchanged), packed=packed, dense_dtype=dtype)
         for name, tensor in stream:
             if tensor.is_floating_point():
                 tensor = tensor.to(dtype)
+            if name in mapped and resident:
+                tensor = make_resident(tensor)
             _assign(model, name, tensor.to(device))
     left = [n for n, t in model.state_dict().items() if t.is_meta]
     if left:
