@@ -50,12 +50,12 @@ def child(folder: str, tokens: int, conversation: int) -> None:
             flat = t.reshape(-1).view(torch.uint8) if t.dtype != torch.uint8 else t.reshape(-1)
             flat[::4096].sum()
     rss_touched = _rss()
-    del model, logits
+    del logits, t, flat
     conv_s = 0.0
-    if conversation:
+    if conversation:  # the same model in the engine, with its KV cache
         from gptoss.engine.llm import LLM
         from gptoss.engine.sampler import SamplingParams
-        llm = LLM(folder, dtype=torch.bfloat16, kv_cache_tokens=max(8192, conversation))
+        llm = LLM(model, kv_cache_tokens=max(8192, conversation))
         prompt = torch.randint(0, 199998, (conversation - 64,),
                                generator=torch.Generator().manual_seed(1)).tolist()
         t0 = time.perf_counter()
