@@ -68,16 +68,6 @@ void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int6
     }
 }
 
-void mx_dot(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
-            const uint8_t* const* xp, int nt, float* out) {
-    switch (nt) {
-        case 1: return mx_dot_t<1>(blocks, scales, groups, rows, xp, out);
-        case 2: return mx_dot_t<2>(blocks, scales, groups, rows, xp, out);
-        case 3: return mx_dot_t<3>(blocks, scales, groups, rows, xp, out);
-        default: return mx_dot_t<4>(blocks, scales, groups, rows, xp, out);
-    }
-}
-
 inline float hsum(__m256 a) {
     __m128 v = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     v = _mm_add_ps(v, _mm_movehl_ps(v, v));
@@ -106,16 +96,6 @@ void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const u
             for (int64_t i = k8; i < k; ++i) s += bf2f(w[r * ldw + i]) * bf2f(x[t][i]);
             out[r * NT + t] = s;
         }
-    }
-}
-
-void bf16_dot(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
-              int nt, float* out) {
-    switch (nt) {
-        case 1: return bf16_dot_n<1>(w, ldw, k, rows, x, out);
-        case 2: return bf16_dot_n<2>(w, ldw, k, rows, x, out);
-        case 3: return bf16_dot_n<3>(w, ldw, k, rows, x, out);
-        default: return bf16_dot_n<4>(w, ldw, k, rows, x, out);
     }
 }
 

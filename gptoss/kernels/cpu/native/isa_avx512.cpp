@@ -56,16 +56,6 @@ void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int6
     }
 }
 
-void mx_dot(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
-            const uint8_t* const* xp, int nt, float* out) {
-    switch (nt) {
-        case 1: return mx_dot_t<1>(blocks, scales, groups, rows, xp, out);
-        case 2: return mx_dot_t<2>(blocks, scales, groups, rows, xp, out);
-        case 3: return mx_dot_t<3>(blocks, scales, groups, rows, xp, out);
-        default: return mx_dot_t<4>(blocks, scales, groups, rows, xp, out);
-    }
-}
-
 inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
     if (m == 0xffff)
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(
@@ -99,16 +89,6 @@ void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const u
     int64_t r = 0;
     for (; r + 4 <= rows; r += 4) bf16_dot_t<NT, 4>(w + r * ldw, ldw, k, x, out + r * NT);
     for (; r < rows; ++r) bf16_dot_t<NT, 1>(w + r * ldw, ldw, k, x, out + r * NT);
-}
-
-void bf16_dot(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
-              int nt, float* out) {
-    switch (nt) {
-        case 1: return bf16_dot_n<1>(w, ldw, k, rows, x, out);
-        case 2: return bf16_dot_n<2>(w, ldw, k, rows, x, out);
-        case 3: return bf16_dot_n<3>(w, ldw, k, rows, x, out);
-        default: return bf16_dot_n<4>(w, ldw, k, rows, x, out);
-    }
 }
 
 #include "driver.inc"

@@ -20,8 +20,10 @@ void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
     for (int64_t i = 0; i < k; ++i) d[i] = bf2f(x[i]);
 }
 
-void mx_dot(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
-            const uint8_t* const* xp, int nt, float* out) {
+template <int NT>
+void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
+              const uint8_t* const* xp, float* out) {
+    const int nt = NT;
     for (int64_t r = 0; r < rows; ++r) {
         float acc[NT_MAX] = {0, 0, 0, 0};
         for (int64_t g = 0; g < groups; ++g) {
@@ -39,8 +41,10 @@ void mx_dot(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_
     }
 }
 
-void bf16_dot(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
-              int nt, float* out) {
+template <int NT>
+void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
+                float* out) {
+    const int nt = NT;
     for (int64_t r = 0; r < rows; ++r)
         for (int t = 0; t < nt; ++t) {
             float acc = 0.0f;
