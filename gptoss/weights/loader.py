@@ -6,9 +6,11 @@ from the tensor names, the config from `config.json` (either dialect). A HF repo
 has `original/` loads the root; a folder with only `original/` loads that.
 
 `load_model` builds the model on the meta device and assigns tensors one at a time. On CPU,
-tensors used as stored stay memory-mapped views of the files; tensors that are fused, transposed,
-cast or (de)quantized are read into private memory first, so their file pages are not kept mapped
-beside the result: the checkpoint is never held twice.
+tensors used as stored are read through the file mapping and moved into huge-page private
+memory one at a time, dropping their file pages (`resident.py`; `resident=False` keeps the
+mapped views); tensors that are fused, transposed, cast or (de)quantized are read into private
+memory first, so their file pages are not kept mapped beside the result: the checkpoint is never
+held twice.
 Experts: a packed checkpoint stays packed MXFP4 unless `dequantize=True` (exact, to `dtype`); a
 bf16 checkpoint stays dense (in `dtype`) unless `quantize=True`, which quantizes it with the
 rule documented in `mxfp4.py` (lossy). Everything else is cast to `dtype`.
