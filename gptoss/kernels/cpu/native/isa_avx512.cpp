@@ -91,6 +91,35 @@ void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const u
     for (; r < rows; ++r) bf16_dot_t<NT, 1>(w + r * ldw, ldw, k, x, out + r * NT);
 }
 
+// ---- decode attention: q . k in fp32 FMA, a key row widened as its even then odd elements ------
+struct QHeads {
+    alignas(64) float f[8][64];  // per head and half: the even dims' values, then the odd ones
+    explicit QHeads(const uint16_t* q) {
+        for (int g = 0; g < 8; ++g)
+            for (int half = 0; half < 2; ++half)
+                for (int i = 0; i < 16; ++i) {
+                    f[g][32 * half + i] = bf2f(q[g * 64 + 32 * half + 2 * i]);
+                    f[g][32 * half + 16 + i] = bf2f(q[g * 64 + 32 * half + 2 * i + 1]);
+                }
+    }
+};
+
+inline void key_partials(const QHeads& q, const uint16_t* k, __m512 part[8]) {
+    const __m512i odd = _mm512_set1_epi32(int32_t(0xffff0000u));
+    __m512 kv[4];
+    for (int half = 0; half < 2; ++half) {
+        const __m512i raw = _mm512_loadu_si512(k + 32 * half);
+        kv[2 * half] = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+        kv[2 * half + 1] = _mm512_castsi512_ps(_mm512_and_si512(raw, odd));
+    }
+    for (int g = 0; g < 8; ++g) {
+        __m512 s = _mm512_mul_ps(_mm512_load_ps(q.f[g]), kv[0]);
+        for (int i = 1; i < 4; ++i) s = _mm512_fmadd_ps(_mm512_load_ps(q.f[g] + 16 * i), kv[i], s);
+        part[g] = s;
+    }
+}
+
+#include "attn_avx512.inc"
 #include "driver.inc"
 
 }  // namespace

@@ -268,6 +268,25 @@ void mx_gemm(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64
     }
 }
 
+// ---- decode attention: q . k with vdpbf16ps (bf16 products are exact in fp32) -----------------
+struct QHeads {
+    __m512i lo[8], hi[8];  // dims 0-31 and 32-63 of each head, bf16
+    explicit QHeads(const uint16_t* q) {
+        for (int g = 0; g < 8; ++g) {
+            lo[g] = _mm512_loadu_si512(q + g * 64);
+            hi[g] = _mm512_loadu_si512(q + g * 64 + 32);
+        }
+    }
+};
+
+inline void key_partials(const QHeads& q, const uint16_t* k, __m512 part[8]) {
+    const __m512bh k0 = as_bh(_mm512_loadu_si512(k)), k1 = as_bh(_mm512_loadu_si512(k + 32));
+    for (int g = 0; g < 8; ++g)
+        part[g] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(q.lo[g]), k0),
+                                   as_bh(q.hi[g]), k1);
+}
+
+#include "attn_avx512.inc"
 #include "driver.inc"
 
 }  // namespace
