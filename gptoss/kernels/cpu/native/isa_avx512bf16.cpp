@@ -95,41 +95,69 @@ void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
             }
 }
 
-// one row x NT tokens; per 4 blocks (64 bytes): 3 shifts, 4 vpermw, 1 scale permute, and per
-// token 4 vdpbf16ps and 1 FMA
-template <int NT>
-void mx_dot_row(const uint8_t* b, const uint8_t* s, int64_t groups, const uint8_t* const* xp,
-                float* out) {
+// R rows x NT tokens; per 4 blocks (64 bytes) of a row: 3 shifts, 4 vpermw, 1 scale permute,
+// and per token 4 vdpbf16ps and 1 FMA. The R rows' chains are independent and share the
+// activation loads.
+template <int NT, int R>
+void mx_dot_rows(const uint8_t* const* b, const uint8_t* const* s, int64_t groups,
+                 const uint8_t* const* xp, float* const* out) {
     const int64_t quads = groups / 4, tail = groups % 4;
-    const bool odd = odd_scales(s, groups);
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    __m512i s16 = _mm512_setzero_si512();
-    auto step = [&](int64_t q, __m512i v) {
-        if (q % 4 == 0) s16 = scales16(s + 4 * q, int(std::min<int64_t>(16, groups - 4 * q)), odd);
-        __m512i w[4];
-        decode4(v, w);
-        const __m512 sc = scale_quad(s16, int(q % 4));
+    bool odd = false;
+    for (int r = 0; r < R; ++r) odd |= odd_scales(s[r], groups);
+    __m512 acc[R][NT];
+    __m512i s16[R];
+    for (int r = 0; r < R; ++r) {
+        s16[r] = _mm512_setzero_si512();
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    }
+    auto step = [&](int64_t q, __mmask64 m) {
+        __m512i w[R][4];
+        __m512 sc[R];
+        for (int r = 0; r < R; ++r) {
+            if (q % 4 == 0)
+                s16[r] = scales16(s[r] + 4 * q, int(std::min<int64_t>(16, groups - 4 * q)), odd);
+            if (R > 1) _mm_prefetch(reinterpret_cast<const char*>(b[r] + 64 * q + 1024), _MM_HINT_T0);
+            decode4(_mm512_maskz_loadu_epi8(m, b[r] + 64 * q), w[r]);
+            sc[r] = scale_quad(s16[r], int(q % 4));
+        }
         for (int t = 0; t < NT; ++t) {
             const uint16_t* x = reinterpret_cast<const uint16_t*>(xp[t]) + q * 128;
-            __m512 part = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[0]),
-                                           as_bh(_mm512_loadu_si512(x)));
-            part = _mm512_dpbf16_ps(part, as_bh(w[1]), as_bh(_mm512_loadu_si512(x + 32)));
-            part = _mm512_dpbf16_ps(part, as_bh(w[2]), as_bh(_mm512_loadu_si512(x + 64)));
-            part = _mm512_dpbf16_ps(part, as_bh(w[3]), as_bh(_mm512_loadu_si512(x + 96)));
-            acc[t] = _mm512_fmadd_ps(part, sc, acc[t]);
+            __m512bh xv[4];
+            for (int i = 0; i < 4; ++i) xv[i] = as_bh(_mm512_loadu_si512(x + 32 * i));
+            for (int r = 0; r < R; ++r) {
+                __m512 part = _mm512_dpbf16_ps(_mm512_setzero_ps(), as_bh(w[r][0]), xv[0]);
+                for (int i = 1; i < 4; ++i) part = _mm512_dpbf16_ps(part, as_bh(w[r][i]), xv[i]);
+                acc[r][t] = _mm512_fmadd_ps(part, sc[r], acc[r][t]);
+            }
         }
     };
-    for (int64_t q = 0; q < quads; ++q) step(q, _mm512_loadu_si512(b + 64 * q));
-    if (tail) step(quads, _mm512_maskz_loadu_epi8(~0ull >> (64 - 16 * tail), b + 64 * quads));
-    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+    for (int64_t q = 0; q < quads; ++q) step(q, ~0ull);
+    if (tail) step(quads, ~0ull >> (64 - 16 * tail));
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
+// several tokens: rows in pairs half the tile apart, two independent chains per step sharing the
+// activation loads, each stream prefetched ahead (measured from DRAM on one thread: 1.3x for 2
+// tokens). One token: a row at a time, one sequential stream, which the hardware prefetcher
+// serves best.
 template <int NT>
 void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
               const uint8_t* const* xp, float* out) {
-    for (int64_t r = 0; r < rows; ++r)
-        mx_dot_row<NT>(blocks + r * groups * 16, scales + r * groups, groups, xp, out + r * NT);
+    const int64_t half = NT > 1 ? rows / 2 : 0;
+    for (int64_t r = 0; r < half; ++r) {
+        const int64_t r2 = r + half;
+        const uint8_t* b[2] = {blocks + r * groups * 16, blocks + r2 * groups * 16};
+        const uint8_t* s[2] = {scales + r * groups, scales + r2 * groups};
+        float* o[2] = {out + r * NT, out + r2 * NT};
+        mx_dot_rows<NT, 2>(b, s, groups, xp, o);
+    }
+    for (int64_t r = 2 * half; r < rows; ++r) {
+        const uint8_t* b[1] = {blocks + r * groups * 16};
+        const uint8_t* s[1] = {scales + r * groups};
+        float* o[1] = {out + r * NT};
+        mx_dot_rows<NT, 1>(b, s, groups, xp, o);
+    }
 }
 
 // dense bf16 rows: 4 rows at a time share each activation load
