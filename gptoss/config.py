@@ -20,6 +20,9 @@ class ConfigError(ValueError):
     """An inconsistent or unreadable model configuration."""
 
 
+MAX_LAYERS = 1024  # gpt-oss-120b has 36; a bound that stops a corrupt config early
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     num_layers: int = 24
@@ -47,6 +50,9 @@ class ModelConfig:
     pad_token_id: int = 199999
 
     def __post_init__(self) -> None:
+        layers = self.num_layers  # bounded first: the default layer_types has one entry a layer
+        if not isinstance(layers, int) or isinstance(layers, bool) or not 0 < layers <= MAX_LAYERS:
+            raise ConfigError(f"num_layers must be an integer from 1 to {MAX_LAYERS}, got {layers!r}")
         if not self.layer_types:
             types = tuple(SLIDING if i % 2 == 0 else FULL for i in range(self.num_layers))
             object.__setattr__(self, "layer_types", types)
@@ -75,8 +81,12 @@ class ModelConfig:
             if getattr(self, name) % 32:
                 raise ConfigError(f"{name} ({getattr(self, name)}) must be a multiple of 32 "
                                   "(the MXFP4 block size)")
-        if self.sliding_window < 0:
-            raise ConfigError(f"sliding_window must be >= 0, got {self.sliding_window}")
+        window = self.sliding_window
+        if (not isinstance(window, int) or isinstance(window, bool) or window < 0
+                or window > self.max_position_embeddings):
+            raise ConfigError(f"sliding_window must be an integer from 0 (none) to "
+                              f"max_position_embeddings ({self.max_position_embeddings}), "
+                              f"got {window!r}")
         if len(self.layer_types) != self.num_layers:
             raise ConfigError(f"layer_types has {len(self.layer_types)} entries for "
                               f"{self.num_layers} layers")

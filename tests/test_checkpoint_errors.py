@@ -194,3 +194,71 @@ def test_writer_refuses_to_overwrite(tiny_config, tiny_checkpoints, tmp_path):
     assert detect_layout(out) == "hf-mxfp4"
     with pytest.raises(CheckpointError, match="must differ from the source"):
         convert_checkpoint(out, out, "original", overwrite=True, progress=False)
+
+
+# ---- configs and tensors that would otherwise exhaust memory or load a broken model -----------
+@pytest.mark.parametrize("window", [10 ** 9, 8.5, True, "128"])
+def test_sliding_window_out_of_range_or_not_an_integer(copy_of, window):
+    folder = copy_of("hf-mxfp4")
+    config = json.loads((folder / "config.json").read_text())
+    config["sliding_window"] = window
+    (folder / "config.json").write_text(json.dumps(config))
+    expect(folder, "config.json", "sliding_window must be an integer from 0",
+           f"got {window!r}")
+
+
+def test_huge_layer_count_fails_before_sizing_anything(copy_of):
+    import time
+    folder = copy_of("original")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] = 10 ** 9
+    (folder / "config.json").write_text(json.dumps(config))
+    started = time.perf_counter()
+    expect(folder, "config.json", "num_layers must be an integer from 1 to 1024",
+           "got 1000000000")
+    assert time.perf_counter() - started < 30  # not minutes and gigabytes first
+    config["num_hidden_layers"] = 500  # plausible, but more than the tensors hold
+    (folder / "config.json").write_text(json.dumps(config))
+    expect(folder, "config.json", "num_hidden_layers = 500", "hold 4 layers")
+
+
+@pytest.mark.parametrize("layout,name,value", [
+    ("hf-mxfp4", "model.layers.1.self_attn.q_proj.weight", float("nan")),
+    ("original", "block.0.attn.sinks", float("inf")),
+    ("hf-bf16", "model.norm.weight", float("-inf"))])
+def test_non_finite_weights_are_refused_at_load(copy_of, layout, name, value):
+    folder = copy_of(layout)
+    path = shard_of(folder, name) if (folder / "model.safetensors.index.json").exists() \
+        else folder / "model.safetensors"
+
+    def poison(tensors):
+        tensors[name].view(-1)[3] = value
+    rewrite(path, poison)
+    with pytest.raises(CheckpointError) as info:
+        load_model(folder)
+    message = str(info.value)
+    assert path.name in message and repr(name) in message and "flat index 3" in message, message
+
+
+def test_nan_scale_byte_is_refused_at_load(copy_of):
+    folder = copy_of("hf-mxfp4")
+    name = "model.layers.0.mlp.experts.down_proj_scales"
+    path = shard_of(folder, name)
+
+    def poison(tensors):
+        tensors[name].view(-1)[7] = 255
+    rewrite(path, poison)
+    with pytest.raises(CheckpointError, match=r"down_proj_scales'.*scale byte 255 \(NaN\) at flat "
+                                              r"index 7"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", 7])
+def test_index_naming_a_shard_outside_the_folder(copy_of, shard):
+    folder = copy_of("hf-mxfp4")
+    (folder.parent / "outside.safetensors").write_bytes(b"")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    index["weight_map"]["lm_head.weight"] = shard
+    index_path.write_text(json.dumps(index))
+    expect(folder, "model.safetensors.index.json", repr(shard), "not a file inside")

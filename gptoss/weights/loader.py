@@ -119,6 +119,16 @@ def _read_config(folder: Path) -> ModelConfig:
         raise CheckpointError(f"bad config: {exc}") from None
 
 
+def _check_layer_count(reader: SafetensorsFolder, config: ModelConfig, config_path: Path):
+    """The config's layer count against the layers the tensors name, before anything is sized
+    by it (a wrong num_hidden_layers would otherwise build a huge expectation first)."""
+    layers = {int(m.group(1)) for n in reader.names() if (m := _LAYER_INDEX.search(n))}
+    held = max(layers) + 1 if layers else 0
+    if config.num_layers > held:  # fewer: _validate names the first unexpected tensor
+        raise CheckpointError(f"{config_path} says num_hidden_layers = {config.num_layers}, but "
+                              f"the checkpoint's tensors hold {held} layers")
+
+
 def _validate(reader: SafetensorsFolder, layout: str, config: ModelConfig, config_path: Path):
     canonical = layouts.canonical_specs(config, packed=layouts.is_packed(layout))
     expected = {s.name: s for s in layouts.layout_specs(layout, config, canonical)}
@@ -150,11 +160,33 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     try:
         layout = _layout_of(reader.names(), reader.index or folder)
         config = _read_config(folder)
+        _check_layer_count(reader, config, folder / "config.json")
         _validate(reader, layout, config, folder / "config.json")
     except BaseException:
         reader.close()
         raise
     return Checkpoint(folder, layout, config, reader)
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:block|layers)\.(\d+)\.")
+FINITE_CHUNK = 1 << 24  # elements checked at a time (a 16 MB mask, not one the tensor's size)
+
+
+def _check_finite(ckpt: Checkpoint, name: str, tensor: torch.Tensor) -> None:
+    """Refuse a stored tensor holding NaN or infinity (an MXFP4 scale byte 255 is NaN): such a
+    model would load and then sample token 0 forever. FP4 blocks are always finite."""
+    scales = tensor.dtype == torch.uint8
+    if scales and not name.endswith("scales"):
+        return
+    flat = tensor.reshape(-1)
+    for start in range(0, flat.numel(), FINITE_CHUNK):
+        part = flat[start:start + FINITE_CHUNK]
+        bad = part == 255 if scales else ~torch.isfinite(part)
+        if bad.any():
+            index = start + int(bad.nonzero()[0, 0])
+            what = "the scale byte 255 (NaN)" if scales else f"{float(flat[index])}"
+            raise CheckpointError(f"{ckpt.reader.info(name).file}: tensor {name!r} holds "
+                                  f"{what} at flat index {index}: the checkpoint is corrupt")
 
 
 def iter_canonical(ckpt: Checkpoint, mapped: Callable[[str, torch.dtype], bool] | None = None
@@ -167,8 +199,11 @@ def iter_canonical(ckpt: Checkpoint, mapped: Callable[[str, torch.dtype], bool] 
     for rule in layouts.rules(ckpt.layout, ckpt.config):
         keep = (rule.kind == "same" and mapped is not None
                 and mapped(rule.canonical, ckpt.reader.info(rule.sources[0]).dtype))
+        sources = [ckpt.reader.get(s, mapped=keep) for s in rule.sources]
+        for source, stored in zip(rule.sources, sources):
+            _check_finite(ckpt, source, stored)
         try:
-            tensor = rule.join([ckpt.reader.get(s, mapped=keep) for s in rule.sources])
+            tensor = rule.join(sources)
         except ValueError as exc:  # e.g. q/k/v of different dtypes
             if isinstance(exc, CheckpointError):
                 raise

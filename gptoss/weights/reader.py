@@ -102,8 +102,12 @@ def _read_index(folder: Path) -> dict[str, Path]:
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors index ({exc!r})") from None
     out = {}
+    root = folder.resolve()
     for name, file in weight_map.items():
         shard = folder / str(file)
+        if not isinstance(file, str) or not shard.resolve().is_relative_to(root):
+            raise CheckpointError(f"{path} names shard {file!r} for tensor {name!r}, which is "
+                                  f"not a file inside {folder}")
         if not shard.is_file():
             raise CheckpointError(f"{path} names shard {file!r} for tensor {name!r}, "
                                   f"but {shard} does not exist")
