@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 
 from ..config import ModelConfig
+from ..weights.resident import huge_zeros
 from .block_pool import BlockPool, chain_hash
 
 
@@ -64,8 +65,8 @@ class PagedKVCache:
             n = sliding_blocks if window else full_blocks
             shape = (len(layers), n * block_size, config.num_kv_heads, config.head_dim)
             self.groups.append(KVGroup(window, layers, BlockPool(n, block_size),
-                                       torch.zeros(shape, dtype=dtype, device=device),
-                                       torch.zeros(shape, dtype=dtype, device=device)))
+                                       huge_zeros(shape, dtype, device),
+                                       huge_zeros(shape, dtype, device)))
             for i, layer in enumerate(layers):
                 self.layer_group[layer] = (g, i)
         self.seqs: dict[str, SeqBlocks] = {}

@@ -39,13 +39,28 @@ def _advise(start: int, end: int, advice: int) -> None:
         _LIBC.madvise(start, end - start, advice)
 
 
+def _advise_huge(t: torch.Tensor) -> None:
+    a = t.data_ptr()
+    _advise(-(-a // _HUGE) * _HUGE, (a + t.nbytes) // _HUGE * _HUGE, MADV_HUGEPAGE)
+
+
+def huge_zeros(shape: tuple[int, ...], dtype: torch.dtype, device="cpu") -> torch.Tensor:
+    """torch.zeros, in huge pages on CPU (advised before the zeros touch the pages): for large
+    buffers read all over on every step, such as the KV cache."""
+    if _LIBC is None or torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    out = torch.empty(shape, dtype=dtype)
+    if out.nbytes >= _HUGE:
+        _advise_huge(out)
+    return out.zero_()
+
+
 def make_resident(tensor: torch.Tensor) -> torch.Tensor:
     """A private copy of a memory-mapped CPU tensor in huge pages; its file pages dropped."""
     if _LIBC is None or tensor.device.type != "cpu" or tensor.nbytes < _HUGE:
         return tensor
     out = torch.empty_like(tensor, memory_format=torch.contiguous_format)
-    a = out.data_ptr()
-    _advise(-(-a // _HUGE) * _HUGE, (a + out.nbytes) // _HUGE * _HUGE, MADV_HUGEPAGE)
+    _advise_huge(out)
     out.copy_(tensor)
     s = tensor.data_ptr()
     # whole pages inside the tensor only: a neighbour's pages stay as they are
