@@ -11,6 +11,7 @@ namespace {
 #include "common.inc"
 
 #define ISA_NAME "avx512"
+#define ISA_HAS_DOT_ROWS 1
 #define ISA_HAS_GEMM 0
 constexpr int NT_MAX = 4;
 
@@ -30,30 +31,41 @@ void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
         }
 }
 
-template <int NT>
-void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
-              const uint8_t* const* xp, float* out) {
+// R rows x NT tokens, one block (16 bytes, 32 values) a step. The block's scale multiplies the
+// 16-entry table (FP4 values times a power of two: exact, NaN for byte 255), so the permutes
+// yield the dequantized weights and the products accumulate directly, as the reference's
+// dequantize-then-multiply does.
+template <int NT, int R>
+void mx_dot_rows(const uint8_t* const* b, const uint8_t* const* s, int64_t groups,
+                 const uint8_t* const* xp, float* const* out) {
     const __m512 table = _mm512_load_ps(FP4_F32);
     const __m512i m = _mm512_set1_epi32(0x0f);
-    for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t* b = blocks + r * groups * 16;
-        const uint8_t* s = scales + r * groups;
-        __m512 acc[NT];
-        for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-        for (int64_t g = 0; g < groups; ++g) {
-            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g)));
-            __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(v, m), table);
-            __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
-            __m512 sc = _mm512_set1_ps(scale_of(s[g]));
-            for (int t = 0; t < NT; ++t) {
-                const float* x = reinterpret_cast<const float*>(xp[t]) + g * 32;
-                __m512 part = _mm512_mul_ps(lo, _mm512_loadu_ps(x));
-                part = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), part);
-                acc[t] = _mm512_fmadd_ps(part, sc, acc[t]);
+    __m512 acc[R][NT][2];  // low and high nibbles' sums apart: two FMA chains, not one twice as long
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g) {
+        __m512 lo[R], hi[R];
+        for (int r = 0; r < R; ++r) {
+            if (R > 1 && g % 4 == 0)  // the two streams, ahead (see driver.inc's mx_dot_t)
+                _mm_prefetch(reinterpret_cast<const char*>(b[r] + 16 * g + 1024), _MM_HINT_T0);
+            const __m512 scaled = _mm512_mul_ps(table, _mm512_set1_ps(scale_of(s[r][g])));
+            const __m512i v = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[r] + 16 * g)));
+            lo[r] = _mm512_permutexvar_ps(_mm512_and_si512(v, m), scaled);
+            hi[r] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), scaled);
+        }
+        for (int t = 0; t < NT; ++t) {
+            const float* x = reinterpret_cast<const float*>(xp[t]) + g * 32;
+            const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+            for (int r = 0; r < R; ++r) {
+                acc[r][t][0] = _mm512_fmadd_ps(lo[r], x0, acc[r][t][0]);
+                acc[r][t][1] = _mm512_fmadd_ps(hi[r], x1, acc[r][t][1]);
             }
         }
-        for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[t]);
     }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t)
+            out[r][t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
 }
 
 inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {

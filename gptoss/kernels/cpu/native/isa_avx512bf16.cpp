@@ -16,6 +16,7 @@ namespace {
 #include "common.inc"
 
 #define ISA_NAME "avx512bf16"
+#define ISA_HAS_DOT_ROWS 1
 #define ISA_HAS_GEMM 1
 constexpr int NT_MAX = 4;
 
@@ -135,29 +136,6 @@ void mx_dot_rows(const uint8_t* const* b, const uint8_t* const* s, int64_t group
     if (tail) step(quads, ~0ull >> (64 - 16 * tail));
     for (int r = 0; r < R; ++r)
         for (int t = 0; t < NT; ++t) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
-}
-
-// several tokens: rows in pairs half the tile apart, two independent chains per step sharing the
-// activation loads, each stream prefetched ahead (measured from DRAM on one thread: 1.3x for 2
-// tokens). One token: a row at a time, one sequential stream, which the hardware prefetcher
-// serves best.
-template <int NT>
-void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
-              const uint8_t* const* xp, float* out) {
-    const int64_t half = NT > 1 ? rows / 2 : 0;
-    for (int64_t r = 0; r < half; ++r) {
-        const int64_t r2 = r + half;
-        const uint8_t* b[2] = {blocks + r * groups * 16, blocks + r2 * groups * 16};
-        const uint8_t* s[2] = {scales + r * groups, scales + r2 * groups};
-        float* o[2] = {out + r * NT, out + r2 * NT};
-        mx_dot_rows<NT, 2>(b, s, groups, xp, o);
-    }
-    for (int64_t r = 2 * half; r < rows; ++r) {
-        const uint8_t* b[1] = {blocks + r * groups * 16};
-        const uint8_t* s[1] = {scales + r * groups};
-        float* o[1] = {out + r * NT};
-        mx_dot_rows<NT, 1>(b, s, groups, xp, o);
-    }
 }
 
 // dense bf16 rows: 4 rows at a time share each activation load
