@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from gptoss.weights import mxfp4
+from gptoss.kernels import mxfp4
 from gptoss.weights.loader import (detect_layout, iter_canonical, load_model, open_checkpoint,
                                    with_experts)
 from gptoss.weights.writer import convert_checkpoint, write_random_checkpoint

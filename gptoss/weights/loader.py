@@ -13,7 +13,7 @@ memory first, so their file pages are not kept mapped beside the result: the che
 held twice.
 Experts: a packed checkpoint stays packed MXFP4 unless `dequantize=True` (exact, to `dtype`); a
 bf16 checkpoint stays dense (in `dtype`) unless `quantize=True`, which quantizes it with the
-rule documented in `mxfp4.py` (lossy). Everything else is cast to `dtype`.
+rule documented in `kernels/mxfp4.py` (lossy). Everything else is cast to `dtype`.
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, ModelConfig
-from . import layouts, mxfp4
+from ..kernels import mxfp4
+from ..model.transformer import Transformer
+from . import layouts
 from .layouts import HF_BF16, HF_MXFP4, ORIGINAL
 from .reader import INDEX_NAME, CheckpointError, SafetensorsFolder
 from .resident import make_resident
@@ -223,7 +225,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     (`resident`, see weights/resident.py: faster decoding, the same peak RSS); `resident=False`
     keeps them memory-mapped.
     """
-    from ..model.transformer import Transformer
     if dequantize and quantize:
         raise ValueError("choose at most one of dequantize and quantize")
     with open_checkpoint(path) as ckpt:
