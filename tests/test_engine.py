@@ -176,6 +176,24 @@ def test_stop_tokens_stop_strings_and_logprobs(model):
     assert req.output().text == " alpha beta gamm" and req.output().finish_reason == "stop"
 
 
+@pytest.mark.parametrize("eos", [200002, 199999, 200012])
+def test_stops_on_each_eos_id_of_generation_config(checkpoint, eos):
+    """The eos ids come from the checkpoint's generation_config.json, as transformers reads them
+    (the published list includes <|endoftext|>, which the engine used to ignore)."""
+    from transformers import GenerationConfig
+
+    llm = LLM(checkpoint, dtype=torch.float32, dequantize=True)
+    assert list(llm.eos_token_ids) == GenerationConfig.from_pretrained(checkpoint).eos_token_id
+    script = llm.tokenizer.encode(" one two") + [eos, 500, 501]
+    out = llm.generate([[1, 2, 3]], [SamplingParams(max_tokens=10)])[0]  # runs at all
+    req = llm.add_request([1, 2, 3], SamplingParams(max_tokens=10),
+                          logits_processor=ForceTokens(script))
+    while not req.finished:
+        llm.step()
+    assert req.output().token_ids == script[:3] and req.output().finish_reason == "stop"
+    assert out.finish_reason in ("stop", "length")
+
+
 def test_async_streams_many_requests_and_cancel(model):
     llm = make_llm(model)
     batch = prompts(6, seed=7)

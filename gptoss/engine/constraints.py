@@ -36,12 +36,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..harmony.tokenizer import CALL, END, NUM_RANKS, RETURN, VOCAB_SIZE
+from ..harmony.tokenizer import CALL, END, NUM_RANKS, NUM_TOKENS, RETURN, VOCAB_SIZE
 
 TEXT_TOKENS = f"<[0-{NUM_RANKS - 1}]>"  # every ordinary (non-special) token of o200k_harmony
 DEFAULT_REASONING_SHARE = 0.5          # of the room left after the shortest answer
 CLOSING_MARGIN = 16                    # closers one token can add at most (e.g. "[[[[")
 CLOSING_WINDOW = 64                    # tokens before the limit where closing plans are made
+MASK_WORDS = (NUM_TOKENS + 31) // 32  # llguidance's bitmask over every tokenizer id
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -122,7 +123,7 @@ class GrammarCompiler:
         self._llguidance = llguidance
         self.tokenizer = tokenizer
         self.lltokenizer = llguidance.tiktoken.lltokenizer_from_encoding(
-            tokenizer.encoding, n_vocab=VOCAB_SIZE, eos_token=RETURN)
+            tokenizer.encoding, n_vocab=NUM_TOKENS, eos_token=RETURN)
         # closing plan preferences: end the message, then close strings, objects, arrays
         closers = ['"', "}", "]", ",", "0", "{", "["]
         self.preferred = [END, RETURN, CALL] + [tokenizer.encode(c)[0] for c in closers]
@@ -167,7 +168,7 @@ def _closing_plan(matcher, preferred: Sequence[int], cap: int) -> list[int]:
     forced tokens, else the first allowed preferred token, else the lowest allowed id.
     Stops after `cap` tokens (the plan is then longer than the caller can use)."""
     m = matcher.deep_copy()
-    words = np.zeros((VOCAB_SIZE + 31) // 32, dtype=np.int32)
+    words = np.zeros(MASK_WORDS, dtype=np.int32)
     plan: list[int] = []
     while len(plan) < cap and not m.is_stopped() and not m.is_error():
         forced = m.compute_ff_tokens()
@@ -203,7 +204,7 @@ class HarmonyConstraint:
         self.reasoning_budget, self.shortest = reasoning_budget, shortest
         self.error: str | None = None
         self._preferred = list(preferred)
-        self._words = np.zeros((VOCAB_SIZE + 31) // 32, dtype=np.int32)
+        self._words = np.zeros(MASK_WORDS, dtype=np.int32)
         self._seen = 0
         self._plan: list[int] = []      # forced closing tokens still to come
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..config import generation_eos_token_ids
 from .chat_output import ChatOutput
 from .config import EngineConfig
 from .detokenizer import Detokenizer
@@ -58,6 +59,8 @@ class LLM:
             tokenizer = get_tokenizer(folder)
         self.tokenizer = tokenizer
         self.model_config = self.model.config
+        # what a request stops on unless its SamplingParams say otherwise
+        self.eos_token_ids = generation_eos_token_ids(folder)
         cfg = engine_config or EngineConfig()
         if engine_overrides:
             import dataclasses
@@ -89,7 +92,9 @@ class LLM:
                               f"context length of {self.context_length} tokens")
         return Request(ids, params, Detokenizer(self.tokenizer, params.stop),
                        max_tokens=params.max_tokens or room, request_id=request_id or "",
-                       logits_processor=logits_processor)
+                       logits_processor=logits_processor,
+                       stop_token_ids=(self.eos_token_ids if params.stop_token_ids is None
+                                       else params.stop_token_ids))
 
     def add_request(self, prompt: Prompt | Request, params: SamplingParams | None = None,
                     **kwargs: Any) -> Request:

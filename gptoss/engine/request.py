@@ -52,6 +52,7 @@ class Request:
     max_tokens: int  # resolved against the context length
     request_id: str = ""
     logits_processor: LogitsProcessor | None = None
+    stop_token_ids: tuple[int, ...] = ()  # params.stop_token_ids, or the model's eos ids
     output_token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprobs] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
@@ -94,7 +95,7 @@ class Request:
         self.output_token_ids.append(token_id)
         if logprobs is not None:
             self.logprobs.append(logprobs)
-        if not self.params.ignore_eos and token_id in self.params.stop_token_ids:
+        if not self.params.ignore_eos and token_id in self.stop_token_ids:
             self.finish_reason = "stop"
             self.detokenizer.finish()
             return

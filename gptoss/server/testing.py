@@ -21,7 +21,8 @@ import torch
 
 from ..engine.chat_output import Usage
 from ..engine.events import FinishEvent, TokenEvent
-from ..engine.sampler import HARMONY_STOP_TOKEN_IDS, SamplingParams, TokenLogprobs
+from ..config import GENERATION_EOS_TOKEN_IDS
+from ..engine.sampler import SamplingParams, TokenLogprobs
 from ..harmony.parser import HarmonyStreamParser
 from ..harmony.tokenizer import VOCAB_SIZE, get_tokenizer
 from .metrics import EngineGauges
@@ -85,8 +86,9 @@ class StubStream:
                 self.queue.put_nowait(TokenEvent(self.request_id, token, "", self._logprobs(token)))
                 for event in parser.feed(token):
                     self.queue.put_nowait(event)
-                if token in HARMONY_STOP_TOKEN_IDS or len(self.output) >= self.max_tokens:
-                    reason = "stop" if token in HARMONY_STOP_TOKEN_IDS else "length"
+                stop_ids = self.params.stop_token_ids or GENERATION_EOS_TOKEN_IDS
+                if token in stop_ids or len(self.output) >= self.max_tokens:
+                    reason = "stop" if token in stop_ids else "length"
                     break
         finally:
             self.engine.active.pop(self.request_id, None)
