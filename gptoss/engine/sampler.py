@@ -16,6 +16,8 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
+from .constraints import StructuredOutput
+
 MAX_LOGPROBS = 20
 
 # `processor(output_token_ids, logits [V] fp32) -> logits [V]`: called once per generated token,
@@ -45,6 +47,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()        # stop strings; the text is cut before the match
     ignore_eos: bool = False          # do not stop on stop_token_ids (benchmarks)
     logprobs: int | None = None       # top-n logprobs per generated token (0..20)
+    # enforce a JSON answer or a tool call by grammar-constrained decoding (engine/constraints.py)
+    structured_output: StructuredOutput | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -91,6 +95,10 @@ class SamplingParams:
             if self.logprobs > MAX_LOGPROBS:
                 raise SamplingParamsError(f"SamplingParams.logprobs must be <= {MAX_LOGPROBS}, "
                                           f"got {self.logprobs}")
+        if self.structured_output is not None and not isinstance(self.structured_output,
+                                                                 StructuredOutput):
+            raise SamplingParamsError("SamplingParams.structured_output must be a "
+                                      f"StructuredOutput, got {self.structured_output!r}")
         for token in self.stop_token_ids or ():
             integer("stop_token_ids[]", token, 0)
         for text in self.stop:
