@@ -1,4 +1,5 @@
-"""`gptoss generate` and `gptoss chat`."""
+"""`gptoss generate` and `gptoss chat`. (The engine, torch included, is imported when a command
+runs, not when the `gptoss` parser is built.)"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-from .printer import HarmonyPrinter, JsonPrinter, RawPrinter
 
 EFFORTS = ("low", "medium", "high")
 DTYPES = ("bfloat16", "float32", "float16")
@@ -165,6 +165,7 @@ def load_tools(path: Path | None) -> list[dict] | None:
 def run_generate(args: argparse.Namespace) -> int:
     from ..engine import AsyncEngine, FinishEvent
     from ..harmony.chat import render_chat
+    from .printer import HarmonyPrinter, JsonPrinter, RawPrinter
 
     schema = load_schema(args.json_schema)
     llm = build_llm(args)

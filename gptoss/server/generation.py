@@ -16,7 +16,7 @@ from typing import AsyncIterator, Literal
 
 from ..engine import FinishEvent, TokenEvent
 from ..harmony.output import HarmonyOutput, PartDelta, PartDone, PartStarted
-from .engine_client import EngineClient, EventStream
+from .engine_client import EventStream
 from .metrics import Metrics
 from .protocol import APIError
 
