@@ -155,12 +155,14 @@ async def bench(args) -> None:
     print("|----------------|-----|----------|-----------|----------|----------|---------|---------|")
     try:
         await measure(lambda r, i: http_client(client, model, args, r, i), 1)  # warm up
+        if engine is not None:  # warm up too (the engine builds its grammar compiler once)
+            from gptoss.harmony.chat import render_chat
+            ids = render_chat([{"role": "user", "content": PROMPT}])
+            await measure(lambda r, i: engine_client(engine, ids, args, r, i), 1)
         for n in args.clients:
             run = await measure(lambda r, i: http_client(client, model, args, r, i), n)
             print(row("server (HTTP)", n, run), flush=True)
             if engine is not None:
-                from gptoss.harmony.chat import render_chat
-                ids = render_chat([{"role": "user", "content": PROMPT}])
                 run = await measure(lambda r, i: engine_client(engine, ids, args, r, i), n)
                 print(row("engine direct", n, run), flush=True)
     finally:
