@@ -74,20 +74,20 @@ async def http_client(client, model: str, args, run: Run, i: int) -> None:
         run.requests += 1
 
 
-async def engine_client(engine, compiler, prompt_ids, args, run: Run, i: int) -> None:
-    from gptoss.engine.constraints import ConstraintSpec
-    from gptoss.engine.events import FinishEvent
-    from gptoss.engine.sampler import SamplingParams
-    from gptoss.harmony.parser import TextDelta
+async def engine_client(engine, prompt_ids, args, run: Run, i: int) -> None:
+    from gptoss.engine import FinishEvent, SamplingParams, StructuredOutput, TokenEvent
+    from gptoss.harmony.output import HarmonyOutput, PartDelta
 
+    structured = StructuredOutput(json_schema={"type": "string"}, max_reasoning_tokens=0)
     for k in range(args.requests):
         start, last = time.perf_counter(), None
-        params = SamplingParams(max_tokens=args.max_tokens, seed=i * 1000 + k)
-        constraint = compiler.compile(ConstraintSpec(max_tokens=args.max_tokens, max_reasoning_tokens=0,
-                                                     final_schema={"type": "string"}))
-        async for event in engine.submit(prompt_ids, params, logits_processor=constraint):
-            if isinstance(event, TextDelta) and event.text:
-                last = run.tick(start, last)
+        params = SamplingParams(max_tokens=args.max_tokens, seed=i * 1000 + k,
+                                structured_output=structured)
+        output = HarmonyOutput(engine.tokenizer)
+        async for event in engine.submit(prompt_ids, params):
+            if isinstance(event, TokenEvent):
+                if any(isinstance(p, PartDelta) and p.text for p in output.feed(event.token_id)):
+                    last = run.tick(start, last)
             elif isinstance(event, FinishEvent):
                 run.tokens += event.usage.completion_tokens
         run.requests += 1
@@ -139,17 +139,15 @@ def spawn_server(model: str, args) -> tuple[str, subprocess.Popen]:
 async def bench(args) -> None:
     import openai
 
-    proc = engine = compiler = None
+    proc = engine = None
     if args.url:
         base_url, model = args.url.rstrip("/"), args.served_model
     else:
-        from gptoss.engine.constraints import GrammarCompiler
-        from gptoss.server.engine_client import LocalEngine
+        from gptoss.engine import AsyncEngine
         checkpoint = args.model or tiny_checkpoint()
         (base_url, proc), model = spawn_server(checkpoint, args), "bench"
-        engine = LocalEngine(checkpoint, kv_cache_tokens=args.kv_cache_tokens,
-                             max_num_seqs=args.max_num_seqs)
-        compiler = GrammarCompiler(engine.tokenizer)
+        engine = AsyncEngine.from_model(checkpoint, kv_cache_tokens=args.kv_cache_tokens,
+                                        max_num_seqs=args.max_num_seqs)
     client = openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=args.api_key, max_retries=0,
                                 timeout=600)
     print(f"{args.requests} requests per client, up to {args.max_tokens} output tokens each\n")
@@ -157,13 +155,15 @@ async def bench(args) -> None:
     print("|----------------|-----|----------|-----------|----------|----------|---------|---------|")
     try:
         await measure(lambda r, i: http_client(client, model, args, r, i), 1)  # warm up
+        if engine is not None:  # warm up too (the engine builds its grammar compiler once)
+            from gptoss.harmony.chat import render_chat
+            ids = render_chat([{"role": "user", "content": PROMPT}])
+            await measure(lambda r, i: engine_client(engine, ids, args, r, i), 1)
         for n in args.clients:
             run = await measure(lambda r, i: http_client(client, model, args, r, i), n)
             print(row("server (HTTP)", n, run), flush=True)
             if engine is not None:
-                from gptoss.harmony.chat import render_chat
-                ids = render_chat([{"role": "user", "content": PROMPT}])
-                run = await measure(lambda r, i: engine_client(engine._engine, compiler, ids, args, r, i), n)
+                run = await measure(lambda r, i: engine_client(engine, ids, args, r, i), n)
                 print(row("engine direct", n, run), flush=True)
     finally:
         await client.close()

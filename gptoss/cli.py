@@ -9,7 +9,7 @@ import sys
 COMMAND_MODULES = (
     "gptoss.weights.commands",
     "gptoss.harmony.commands",
-    "gptoss.engine.commands",
+    "gptoss.console.commands",
     "gptoss.server.commands",
 )
 

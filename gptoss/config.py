@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 SLIDING, FULL = "sliding_attention", "full_attention"
+# `eos_token_id` of the published checkpoints' generation_config.json: <|return|>, <|endoftext|>,
+# <|call|>
+GENERATION_EOS_TOKEN_IDS = (200002, 199999, 200012)
 
 
 class ConfigError(ValueError):
@@ -46,7 +49,7 @@ class ModelConfig:
     rms_norm_eps: float = 1e-5
     # per layer: "sliding_attention" or "full_attention"; default alternates, layer 0 sliding
     layer_types: tuple[str, ...] = ()
-    eos_token_ids: tuple[int, ...] = (200002, 199999, 200012)
+    eos_token_ids: tuple[int, ...] = GENERATION_EOS_TOKEN_IDS
     pad_token_id: int = 199999
 
     def __post_init__(self) -> None:
@@ -281,3 +284,24 @@ PRESETS: dict[str, dict[str, Any]] = {
                  intermediate_size=64, head_dim=16, num_heads=4, num_kv_heads=2,
                  sliding_window=8),
 }
+
+
+def generation_eos_token_ids(folder: str | Path | None) -> tuple[int, ...]:
+    """The end-of-sequence ids a checkpoint generates with: `eos_token_id` (an id or a list) of
+    its `generation_config.json` (in the folder, or beside an `original/` folder's parent), else
+    the published list `GENERATION_EOS_TOKEN_IDS`."""
+    if folder is not None:
+        for path in (Path(folder) / "generation_config.json",
+                     Path(folder).parent / "generation_config.json"):
+            if not path.is_file():
+                continue
+            try:
+                eos = json.loads(path.read_text()).get("eos_token_id")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise ConfigError(f"{path}: not a readable generation config ({exc})") from None
+            ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+                raise ConfigError(f"{path}: eos_token_id must be token ids, got {eos!r}")
+            if ids:
+                return tuple(ids)
+    return GENERATION_EOS_TOKEN_IDS

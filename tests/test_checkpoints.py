@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from gptoss.weights import mxfp4
+from gptoss.kernels import mxfp4
 from gptoss.weights.loader import (detect_layout, iter_canonical, load_model, open_checkpoint,
                                    with_experts)
 from gptoss.weights.writer import convert_checkpoint, write_random_checkpoint
@@ -288,3 +288,35 @@ def test_canonical_names_are_the_model_state_dict(tiny_config, experts):
     state = {n: (tuple(t.shape), t.dtype) for n, t in model.state_dict().items()}
     specs = {s.name: (s.shape, s.dtype) for s in canonical_specs(tiny_config, packed=experts == "mxfp4")}
     assert state == specs
+
+
+def test_fp32_norm_scales_stay_fp32_in_a_bf16_model(tiny_checkpoints, tiny_config, tmp_path):
+    """A checkpoint's fp32 RMSNorm scales are held in fp32 (they used to be rounded to bf16), so
+    the norm equals transformers' GptOssRMSNorm holding the same fp32 weight."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRMSNorm
+
+    folder = tmp_path / "fp32-norms"
+    shutil.copytree(tiny_checkpoints["hf-mxfp4"], folder)
+    g = torch.Generator().manual_seed(3)
+    for path in folder.glob("*.safetensors"):
+        tensors = load_file(path)
+        for name in tensors:
+            if name.endswith(("layernorm.weight", "model.norm.weight")):
+                tensors[name] = 1 + 0.1 * torch.randn(tensors[name].shape, generator=g)  # fp32
+        save_file(tensors, path, metadata={"format": "pt"})
+    stored = {n: t for p in folder.glob("*.safetensors") for n, t in load_file(p).items()}
+    model = load_model(folder, dtype=torch.bfloat16)
+    scale = model.block[0].attn.norm.scale
+    want = stored["model.layers.0.input_layernorm.weight"]
+    assert scale.dtype == torch.float32 and torch.equal(scale, want)
+    assert model.norm.scale.dtype == torch.float32 and model.embedding.weight.dtype == torch.bfloat16
+    assert not torch.equal(want.to(torch.bfloat16).float(), want)  # the test can see rounding
+
+    oracle = GptOssRMSNorm(tiny_config.hidden_size, eps=tiny_config.rms_norm_eps)
+    with torch.no_grad():
+        oracle.weight.copy_(want)
+    x = torch.randn(3, tiny_config.hidden_size, generator=g).to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(model.block[0].attn.norm(x), oracle(x))

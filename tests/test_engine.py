@@ -10,7 +10,8 @@ from gptoss.config import ModelConfig
 from gptoss.engine.events import FinishEvent, TokenEvent
 from gptoss.engine.llm import LLM, PromptError
 from gptoss.engine.sampler import SamplingParams
-from gptoss.engine.stream import AsyncEngine
+from gptoss.harmony.output import HarmonyOutput, PartDone
+from gptoss.engine.async_engine import AsyncEngine
 
 N_NEW = 10
 
@@ -176,6 +177,24 @@ def test_stop_tokens_stop_strings_and_logprobs(model):
     assert req.output().text == " alpha beta gamm" and req.output().finish_reason == "stop"
 
 
+@pytest.mark.parametrize("eos", [200002, 199999, 200012])
+def test_stops_on_each_eos_id_of_generation_config(checkpoint, eos):
+    """The eos ids come from the checkpoint's generation_config.json, as transformers reads them
+    (the published list includes <|endoftext|>, which the engine used to ignore)."""
+    from transformers import GenerationConfig
+
+    llm = LLM(checkpoint, dtype=torch.float32, dequantize=True)
+    assert list(llm.eos_token_ids) == GenerationConfig.from_pretrained(checkpoint).eos_token_id
+    script = llm.tokenizer.encode(" one two") + [eos, 500, 501]
+    out = llm.generate([[1, 2, 3]], [SamplingParams(max_tokens=10)])[0]  # runs at all
+    req = llm.add_request([1, 2, 3], SamplingParams(max_tokens=10),
+                          logits_processor=ForceTokens(script))
+    while not req.finished:
+        llm.step()
+    assert req.output().token_ids == script[:3] and req.output().finish_reason == "stop"
+    assert out.finish_reason in ("stop", "length")
+
+
 def test_async_streams_many_requests_and_cancel(model):
     llm = make_llm(model)
     batch = prompts(6, seed=7)
@@ -186,8 +205,8 @@ def test_async_streams_many_requests_and_cancel(model):
         return [e for e in [event async for event in stream]]
 
     async def main(engine):
-        streams = [engine.submit(p, GREEDY, harmony=False) for p in batch]
-        victim = engine.submit(batch[0], long, harmony=False)
+        streams = [engine.submit(p, GREEDY, ) for p in batch]
+        victim = engine.submit(batch[0], long, )
         async for event in victim:
             if isinstance(event, TokenEvent) and event.token_id is not None:
                 victim.cancel()
@@ -215,11 +234,14 @@ def test_harmony_events_follow_the_tokens(model):
         stream = engine.submit([200006, 173781], SamplingParams(max_tokens=40),
                                logits_processor=ForceTokens(script))
         events = list(stream)
-    kinds = [type(e).__name__ for e in events if not isinstance(e, TokenEvent)]
-    assert kinds[0] == "MessageStarted" and kinds[-1] == "FinishEvent"
-    done = [e.message for e in events if type(e).__name__ == "MessageDone"]
-    assert [(m.channel, m.text) for m in done] == [("analysis", "think"), ("final", "Hi there")]
-    assert events[-1].finish_reason == "stop"
+    # the engine emits token ids only (it neither decodes nor parses); a consumer parses them
+    assert all(isinstance(e, TokenEvent) for e in events[:-1])
+    assert [e.token_id for e in events[:-1]] == script
+    assert isinstance(events[-1], FinishEvent) and events[-1].finish_reason == "stop"
+    output = HarmonyOutput(tok)
+    parts = [p for e in events[:-1] for p in output.feed(e.token_id)] + output.close()
+    done = [(p.kind, p.text) for p in parts if isinstance(p, PartDone)]
+    assert done == [("reasoning", "think"), ("text", "Hi there")]
 
 
 def test_chat_returns_reasoning_and_tool_calls(model):

@@ -20,7 +20,7 @@ from gptoss.harmony.tokenizer import get_tokenizer
 
 DRIVER = r'''
 import json, sys, torch
-import gptoss.engine.stream as stream
+import gptoss.engine.async_engine as stream
 log_path, script_path, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 scripts = json.load(open(script_path))
 

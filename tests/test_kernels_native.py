@@ -4,7 +4,7 @@ Every instruction set this CPU can run is tested (the portable one always), so t
 portable paths are checked on an AVX-512 machine too.
 
 Tolerances, and why:
-- MoE: the oracle dequantizes with `weights.mxfp4.dequantize` and computes in fp32, rounding to
+- MoE: the oracle dequantizes with `kernels.mxfp4.dequantize` and computes in fp32, rounding to
   bf16 at the points the kernel's contract names (first linear + bias, SwiGLU output, second
   linear + bias, the final sum). The kernel sums in fp32 in another order (blocks, lanes), so
   an intermediate rounding can land one bf16 step (2^-8 relative) away, which moves the output
@@ -26,7 +26,7 @@ import torch
 from gptoss.kernels import reference as ref
 from gptoss.kernels.cpu import library as native
 from gptoss.kernels.cpu.native import build
-from gptoss.weights.mxfp4 import dequantize, quantize
+from gptoss.kernels.mxfp4 import dequantize, quantize
 
 ISAS = native.usable_isas()
 

@@ -176,3 +176,17 @@ def test_bf16_close_to_fp32_oracle(pair):
     got = bf16(ids).float()
     assert bf16.dtype == torch.bfloat16
     assert rel_err(got, expected) < 5e-2
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("bad", [-1, 512, 10**6])
+def test_out_of_range_ids_raise_as_in_transformers(pair, bad):
+    """(They used to be clamped silently.) transformers' embedding raises; so does ours, by name."""
+    from gptoss.model.transformer import TokenIdError
+
+    config, hf, ours = pair
+    ids = torch.tensor([[1, 2, bad]])
+    with pytest.raises(IndexError):
+        hf(ids)
+    with pytest.raises(TokenIdError, match=f"\\[0, {config.vocab_size}\\).*{bad}"):
+        ours(ids)

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptoss.weights import mxfp4
+from gptoss.kernels import mxfp4
 
 # E2M1 written out from the format definition (not imported from the code under test)
 E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0.0, -.5, -1, -1.5, -2, -3, -4, -6], dtype=np.float64)

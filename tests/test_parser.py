@@ -42,6 +42,14 @@ def oracle(ids: list[int]) -> list[tuple]:
             for m in parser.messages]
 
 
+def oracle_names(ids: list[int]) -> list[str | None]:
+    parser = StreamableParser(load_harmony_encoding(), role=Role.ASSISTANT)
+    for token_id in ids:
+        parser.process(token_id)
+    parser.process_eos()
+    return [m.author.name for m in parser.messages]
+
+
 def parse(tok, ids, start_role="assistant"):
     parser = HarmonyStreamParser(tok, start_role=start_role)
     events = parser.feed_many(ids) + parser.close()
@@ -133,6 +141,7 @@ def test_well_formed_streams_equal_openai_harmony(tok, byte_ids, data):
     parser, events = parse(tok, ids)
     expected = oracle(ids)
     assert fields(parser.messages) == expected
+    assert [m.name for m in parser.messages] == oracle_names(ids)  # a tool's author name kept
     check_events(parser, events)
     cut = ids[-1] not in (200002, 200007, 200012)
     assert [m.end_token is None for m in parser.messages][-1] == cut
@@ -174,6 +183,7 @@ def test_we_agree_with_openai_harmony_unless_we_warn(tok, head, first, body):
         got = fields(parser.messages)
         assert len(got) == len(expected)
         assert all(a == b or _documented_divergence(a, b) for a, b in zip(expected, got))
+        assert [m.name for m in parser.messages] == oracle_names(ids)
 
 
 def test_constrain_right_after_channel_is_a_content_type(tok):
@@ -356,8 +366,9 @@ def test_endoftext_and_empty_stream(tok):
 
 def test_out_of_vocabulary_ids_and_programming_errors(tok):
     parser = HarmonyStreamParser(tok)
-    assert parser.feed(201088) == [] and parser.feed(-1) == []
-    assert len(parser.warnings) == 2
+    assert parser.feed(201089) == [] and parser.feed(-1) == []  # in a header: ignored
+    assert parser.feed(201088) == []  # <|reserved_201088|>: a stray special, dropped
+    assert len(parser.warnings) == 3
     with pytest.raises(TypeError):
         parser.feed("hello")
     with pytest.raises(TypeError):
@@ -365,7 +376,30 @@ def test_out_of_vocabulary_ids_and_programming_errors(tok):
     parser.feed_many(encode(tok, "<|channel|>final<|message|>"))
     with pytest.raises(TypeError):
         parser.feed(None)
-    assert parser.feed(-5) == [] and parser.feed(10**9) == []
+    # in content, as openai-harmony: an id outside the vocabulary is U+FFFD (was: ignored)
+    assert [e.text for e in parser.feed(-5) + parser.feed(10**9)] == ["\ufffd", "\ufffd"]
+
+
+@pytest.mark.parametrize("oov", [201089, 300000, 2**31])
+def test_out_of_vocabulary_id_in_content_is_a_replacement_character_as_in_harmony(tok, oov):
+    ids = encode(tok, "<|channel|>final<|message|>ab") + [oov]
+    parser, events = parse(tok, ids)
+    check_events(parser, events)
+    assert fields(parser.messages) == oracle(ids)  # [("assistant", "final", …, "ab\ufffd")]
+    assert parser.messages[0].text == "ab\ufffd"
+
+
+@pytest.mark.parametrize("header", ["browser.search to=assistant<|channel|>commentary",
+                                    "functions.get_weather to=assistant<|channel|>commentary",
+                                    "python to=assistant", "tool to=assistant", "user"])
+def test_author_name_of_a_tool_message_is_kept_as_in_harmony(tok, header):
+    ids = encode(tok, f"<|start|>{header}<|message|>result<|end|>")
+    parser, events = parse(tok, ids, start_role=None)
+    expected = StreamableParser(load_harmony_encoding(), role=None)
+    for token_id in ids:
+        expected.process(token_id)
+    want = [(m.author.role.value, m.author.name, m.recipient) for m in expected.messages]
+    assert [(m.role, m.name, m.recipient) for m in parser.messages] == want
 
 
 # ---- arbitrary token sequences never raise --------------------------------------------------

@@ -338,9 +338,17 @@ def test_training_tool_round_trip_masks_only_assistant_output():
         convo, RenderConversationConfig(auto_drop_analysis=False))
 
 
-def test_training_needs_an_assistant_message():
-    with pytest.raises(R.RenderError, match="nothing to train"):
-        R.render_for_training(Conversation.from_messages([user("hi")]))
+@pytest.mark.parametrize("auto_drop", [True, False])
+def test_training_without_an_assistant_reply_renders_plainly_as_harmony(auto_drop):
+    """(It used to raise.) openai-harmony renders such a conversation as it is; nothing is learnt."""
+    for messages in ([user("hi")], [msg(Role.SYSTEM, R.system_content()), user("hi")],
+                     [user("hi"), msg(Role.ASSISTANT, "a", "analysis"),
+                      msg(Role.ASSISTANT, "b", "final"), user("again")]):
+        convo = Conversation.from_messages(messages)
+        tokens, mask = R.render_for_training(convo, auto_drop_analysis=auto_drop)
+        config = RenderConversationConfig(auto_drop_analysis=auto_drop)
+        assert tokens == ENC.render_conversation_for_training(convo, config)
+        assert mask == [0] * len(tokens)
 
 
 # ---- response formats ----------------------------------------------------------------------------

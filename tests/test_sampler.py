@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gptoss.engine.detokenizer import Detokenizer
-from gptoss.engine.sampler import (HARMONY_STOP_TOKEN_IDS, Sampler, SamplingParams,
+from gptoss.engine.sampler import (Sampler, SamplingParams,
                                    SamplingParamsError, filtered_probs)
 
 # chi-square 0.999 quantiles (scipy.stats.chi2.ppf(0.999, df)), so a correct sampler fails a
@@ -171,8 +171,10 @@ def test_invalid_params_name_the_field(kw, field_name):
         SamplingParams(**kw)
 
 
-def test_defaults_stop_on_harmony_return_and_call():
-    assert SamplingParams().stop_token_ids == HARMONY_STOP_TOKEN_IDS == (200002, 200012)
+def test_default_stop_ids_are_the_models():
+    # None: the engine stops on the checkpoint's generation_config eos ids (test_engine.py)
+    assert SamplingParams().stop_token_ids is None
+    assert SamplingParams(stop_token_ids=[5]).stop_token_ids == (5,)
     assert SamplingParams(stop="x").stop == ("x",)
     assert SamplingParams(top_k=-1).top_k == 0
 

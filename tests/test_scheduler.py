@@ -2,7 +2,6 @@
 import torch
 
 from gptoss.config import ModelConfig
-from gptoss.engine.detokenizer import Detokenizer
 from gptoss.engine.kv_cache import PagedKVCache
 from gptoss.engine.request import Request, RequestStatus
 from gptoss.engine.sampler import SamplerOutput, SamplingParams
@@ -25,7 +24,7 @@ def scheduler(full=64, sliding=64, bs=4, seqs=8, budget=32):
 
 def request(n_prompt, max_tokens=5, rid=None, first=0):
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
-    return Request(list(range(first, first + n_prompt)), params, Detokenizer(Bytes()),
+    return Request(list(range(first, first + n_prompt)), params, Bytes(),
                    max_tokens=max_tokens, request_id=rid or "")
 
 

@@ -17,7 +17,7 @@ import pytest
 from gptoss.config import ModelConfig
 from gptoss.server.app import create_app
 from gptoss.server.context import ServerOptions
-from gptoss.server.engine_client import LocalEngine
+from gptoss.engine import AsyncEngine
 from gptoss.server.testing import LiveServer
 from gptoss.weights.writer import write_random_checkpoint
 
@@ -35,7 +35,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(checkpoint, tmp_path_factory):
-    engine = LocalEngine(checkpoint, kv_cache_tokens=8192, max_num_seqs=16)
+    engine = AsyncEngine.from_model(checkpoint, kv_cache_tokens=8192, max_num_seqs=16)
     db = tmp_path_factory.mktemp("db") / "r.sqlite3"
     app = create_app(engine, ServerOptions(model_names=("tiny",), db_path=db))
     with LiveServer(app) as live:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gptoss.server.metrics import EngineGauges, Metrics
+from gptoss.engine import EngineStats
+from gptoss.server.metrics import Metrics
 
 
 def _families(text: str) -> dict:
@@ -11,7 +12,7 @@ def _families(text: str) -> dict:
 
 
 def test_exposition_parses_and_counts():
-    metrics = Metrics(lambda: EngineGauges(waiting=3, running=2, kv_blocks_used=5, kv_blocks_total=20))
+    metrics = Metrics(lambda: EngineStats(waiting=3, running=2, kv_blocks_used=5, kv_blocks_total=20))
     metrics.request_done("/v1/chat/completions", 200)
     metrics.request_done("/v1/chat/completions", 200)
     metrics.request_done("/v1/responses", 400)

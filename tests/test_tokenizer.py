@@ -181,10 +181,10 @@ def test_named_special_ids(tok):
 
 def test_reserved_ids_and_endofprompt(tok, oracle):
     named_ids = set(NAMED.values())
-    for token_id in range(200000, 201088):
+    for token_id in range(200000, 201089):  # the last reserved id is 201088, as in harmony
         if token_id not in named_ids:
             assert tok.decode([token_id]) == f"<|reserved_{token_id}|>"
-    assert len(tok.special_ids) == 2 + 1088
+    assert len(tok.special_ids) == 2 + 1089
     assert "<|endofprompt|>" not in tok.special_ids
     assert tok.decode([200018]) == "<|reserved_200018|>"
     # o200k_base itself maps 200018 to <|endofprompt|>; harmony does not
@@ -203,8 +203,12 @@ def test_special_text_is_plain_unless_allowed(tok, oracle):
 
 def test_specials_agree_with_openai_harmony(tok, offline):
     enc = tk.load_harmony_encoding()
-    for token_id in range(199998, 201088):
+    for token_id in range(199998, 201089):  # 201088 included: harmony decodes it too
         assert enc.decode([token_id]) == tok.decode([token_id]), token_id
+    with pytest.raises(Exception):  # beyond both vocabularies
+        enc.decode([201089])
+    with pytest.raises(KeyError):
+        tok.decode([201089])
     assert not any(tok.is_special(i) for i in (0, 1000, 199997))
 
 

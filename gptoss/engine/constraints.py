@@ -23,25 +23,29 @@ once that plan no longer leaves room it forces the plan token by token. So a str
 required tool call is satisfied within `max_tokens`, even with random logits.
 
 `HarmonyConstraint` is a `LogitsProcessor` (see sampler.py): `constraint(output_ids, logits)`.
-Choice of library, with measurements: docs/server.md.
+Requests ask for one through `SamplingParams(structured_output=StructuredOutput(...))`; the
+engine compiles it when the request is made (`constraint_for`), for `LLM.generate`, `LLM.chat`,
+the console and the server alike. Choice of library, with measurements: docs/server.md.
 """
 from __future__ import annotations
 
 import functools
 import json
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from ..harmony.tokenizer import CALL, END, NUM_RANKS, RETURN, VOCAB_SIZE
+from ..harmony.tokenizer import CALL, END, NUM_RANKS, NUM_TOKENS, RETURN, VOCAB_SIZE
 
 TEXT_TOKENS = f"<[0-{NUM_RANKS - 1}]>"  # every ordinary (non-special) token of o200k_harmony
 DEFAULT_REASONING_SHARE = 0.5          # of the room left after the shortest answer
 CLOSING_MARGIN = 16                    # closers one token can add at most (e.g. "[[[[")
 CLOSING_WINDOW = 64                    # tokens before the limit where closing plans are made
+MASK_WORDS = (NUM_TOKENS + 31) // 32  # llguidance's bitmask over every tokenizer id
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -73,6 +77,61 @@ class ConstraintSpec:
         for tool in self.tools:
             if not _NAME.match(tool.name):
                 raise ConstraintError(f"tool name {tool.name!r} must match {_NAME.pattern}")
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """What a reply must be, independent of the token limit: a final answer that is JSON of
+    `json_schema`, or a call to one of `tools`, or either (see ConstraintSpec)."""
+
+    json_schema: dict[str, Any] | None = None
+    tools: tuple[ToolSchema, ...] = ()
+    max_reasoning_tokens: int | None = None  # None: a share of the token limit
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tools", tuple(self.tools))
+        if self.json_schema is None and not self.tools:
+            raise ConstraintError("a structured output needs a json_schema, tools, or both")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise ConstraintError(f"json_schema must be a JSON Schema object, got "
+                                  f"{type(self.json_schema).__name__}")
+
+    def spec(self, max_tokens: int) -> ConstraintSpec:
+        return ConstraintSpec(max_tokens=max_tokens, final_schema=self.json_schema,
+                              tools=self.tools, max_reasoning_tokens=self.max_reasoning_tokens)
+
+    @classmethod
+    def for_chat(cls, *, tools: list[dict] | None = None, tool_choice: Any = None,
+                 response_format: dict | None = None,
+                 max_reasoning_tokens: int | None = None) -> "StructuredOutput | None":
+        """What to enforce for a chat-completions style request (already validated by
+        `harmony.chat`): tool_choice "required" → a call to one of `tools`; a named function → a
+        call to it; a json_object / json_schema `response_format` → that format (or, with
+        tool_choice "auto", a call); otherwise nothing (None)."""
+        choice = tool_choice or "auto"
+        if isinstance(choice, dict):
+            choice = choice["function"]["name"]
+        functions = [t["function"] if "function" in t else t for t in tools or []]
+        if choice == "none":
+            functions = []
+        elif choice not in ("auto", "required"):
+            functions = [f for f in functions if f["name"] == choice]
+        schemas = tuple(ToolSchema(f["name"], f.get("parameters")) for f in functions)
+        schema = _final_schema(response_format)
+        if choice not in ("auto", "none") and schemas:
+            return cls(tools=schemas, max_reasoning_tokens=max_reasoning_tokens)
+        if schema is not None:
+            return cls(json_schema=schema, tools=schemas, max_reasoning_tokens=max_reasoning_tokens)
+        return None
+
+
+def _final_schema(response_format: dict | None) -> dict[str, Any] | None:
+    kind = (response_format or {}).get("type", "text")
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        return (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+    return None
 
 
 def _json_rule(schema: dict[str, Any] | None) -> str:
@@ -122,7 +181,7 @@ class GrammarCompiler:
         self._llguidance = llguidance
         self.tokenizer = tokenizer
         self.lltokenizer = llguidance.tiktoken.lltokenizer_from_encoding(
-            tokenizer.encoding, n_vocab=VOCAB_SIZE, eos_token=RETURN)
+            tokenizer.encoding, n_vocab=NUM_TOKENS, eos_token=RETURN)
         # closing plan preferences: end the message, then close strings, objects, arrays
         closers = ['"', "}", "]", ",", "0", "{", "["]
         self.preferred = [END, RETURN, CALL] + [tokenizer.encode(c)[0] for c in closers]
@@ -151,9 +210,24 @@ class GrammarCompiler:
         return matcher
 
 
+_compiler_lock = threading.Lock()
+
+
 @functools.lru_cache(maxsize=4)
-def compiler_for(tokenizer) -> GrammarCompiler:
+def _compiler(tokenizer) -> GrammarCompiler:
     return GrammarCompiler(tokenizer)
+
+
+def compiler_for(tokenizer) -> GrammarCompiler:
+    """The compiler of `tokenizer`, built once (about 1.5 s) even when threads ask together."""
+    with _compiler_lock:
+        return _compiler(tokenizer)
+
+
+def constraint_for(tokenizer, structured: StructuredOutput, max_tokens: int) -> "HarmonyConstraint":
+    """A fresh per-request constraint; raises ConstraintError (a bad schema or tool name, or a
+    token limit too small for the shortest valid reply)."""
+    return compiler_for(tokenizer).compile(structured.spec(max_tokens))
 
 
 def _allowed(matcher, words: np.ndarray) -> np.ndarray:
@@ -167,7 +241,7 @@ def _closing_plan(matcher, preferred: Sequence[int], cap: int) -> list[int]:
     forced tokens, else the first allowed preferred token, else the lowest allowed id.
     Stops after `cap` tokens (the plan is then longer than the caller can use)."""
     m = matcher.deep_copy()
-    words = np.zeros((VOCAB_SIZE + 31) // 32, dtype=np.int32)
+    words = np.zeros(MASK_WORDS, dtype=np.int32)
     plan: list[int] = []
     while len(plan) < cap and not m.is_stopped() and not m.is_error():
         forced = m.compute_ff_tokens()
@@ -203,7 +277,7 @@ class HarmonyConstraint:
         self.reasoning_budget, self.shortest = reasoning_budget, shortest
         self.error: str | None = None
         self._preferred = list(preferred)
-        self._words = np.zeros((VOCAB_SIZE + 31) // 32, dtype=np.int32)
+        self._words = np.zeros(MASK_WORDS, dtype=np.int32)
         self._seen = 0
         self._plan: list[int] = []      # forced closing tokens still to come
 

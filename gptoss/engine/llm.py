@@ -2,40 +2,48 @@
 
 One engine step is `scheduler.schedule -> runner.run (model forward + sampler) ->
 scheduler.postprocess`; `generate` adds its requests and steps until they finish. `LLM` is not
-thread-safe: `gptoss.engine.stream.AsyncEngine` drives one from a background thread for
+thread-safe: `gptoss.engine.async_engine.AsyncEngine` drives one from a background thread for
 concurrent streaming clients.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from ..config import generation_eos_token_ids
+from ..harmony.chat import render_chat
+from ..harmony.output import HarmonyOutput
+from ..harmony.tokenizer import get_tokenizer
+from ..weights.loader import load_model, resolve_folder
 from .chat_output import ChatOutput
 from .config import EngineConfig
-from .detokenizer import Detokenizer
+from .constraints import StructuredOutput, constraint_for
 from .kv_cache import PagedKVCache
-from .request import Request, RequestOutput
+from .request import ContextLengthError, PromptError, Request, RequestOutput, output_limit
 from .runner import ModelRunner
 from .sampler import LogitsProcessor, SamplingParams
 from .scheduler import Scheduler
 
 Prompt = str | Sequence[int]
+__all__ = ["LLM", "EngineStats", "Prompt", "PromptError", "ContextLengthError"]
 
 
 @dataclass(frozen=True)
 class EngineStats:
     """Queue and KV-cache occupancy (all layer groups together), for metrics."""
-    waiting: int
-    running: int
+
+    waiting: int            # requests queued, not yet admitted
+    running: int            # requests holding KV blocks
     kv_blocks_used: int
     kv_blocks_total: int
 
-
-class PromptError(ValueError):
-    """A prompt the engine cannot take (empty, bad token ids, too long for the context)."""
+    @property
+    def kv_usage(self) -> float:
+        return self.kv_blocks_used / self.kv_blocks_total if self.kv_blocks_total else 0.0
 
 
 class LLM:
@@ -50,17 +58,14 @@ class LLM:
         if isinstance(model, torch.nn.Module):
             self.model, folder = model.eval(), None
         else:
-            from ..weights.loader import load_model, resolve_folder
             folder = resolve_folder(model)
             self.model = load_model(folder, device=device, dtype=dtype, dequantize=dequantize)
-        if tokenizer is None:
-            from ..harmony.tokenizer import get_tokenizer
-            tokenizer = get_tokenizer(folder)
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer if tokenizer is not None else get_tokenizer(folder)
         self.model_config = self.model.config
+        # what a request stops on unless its SamplingParams say otherwise
+        self.eos_token_ids = generation_eos_token_ids(folder)
         cfg = engine_config or EngineConfig()
         if engine_overrides:
-            import dataclasses
             cfg = dataclasses.replace(cfg, **engine_overrides)
         self.config = cfg
         self.context_length = cfg.context_length(self.model_config)
@@ -79,17 +84,23 @@ class LLM:
     def make_request(self, prompt: Prompt, params: SamplingParams | None = None, *,
                      request_id: str | None = None,
                      logits_processor: LogitsProcessor | None = None) -> Request:
-        """Validate a prompt and build its Request (touches no engine state; thread-safe)."""
+        """Validate a prompt and build its Request (touches no engine state; thread-safe).
+
+        With `params.structured_output` the request's grammar constraint is compiled here (in
+        the caller's thread; ConstraintError for a bad schema); it is the request's logits
+        processor, so `logits_processor` must then be None."""
         params = params or SamplingParams()
         ids = self.encode_prompt(prompt)
-        room = self.context_length - len(ids)
-        if room <= 0 or (params.max_tokens is not None and params.max_tokens > room):
-            asked = f" + max_tokens {params.max_tokens}" if params.max_tokens is not None else ""
-            raise PromptError(f"the prompt has {len(ids)} tokens{asked}, which exceeds the "
-                              f"context length of {self.context_length} tokens")
-        return Request(ids, params, Detokenizer(self.tokenizer, params.stop),
-                       max_tokens=params.max_tokens or room, request_id=request_id or "",
-                       logits_processor=logits_processor)
+        max_tokens = output_limit(self.context_length, len(ids), params.max_tokens)
+        if params.structured_output is not None:
+            if logits_processor is not None:
+                raise PromptError("give either SamplingParams.structured_output or a "
+                                  "logits_processor, not both")
+            logits_processor = constraint_for(self.tokenizer, params.structured_output, max_tokens)
+        return Request(ids, params, self.tokenizer, max_tokens=max_tokens,
+                       request_id=request_id or "", logits_processor=logits_processor,
+                       stop_token_ids=(self.eos_token_ids if params.stop_token_ids is None
+                                       else params.stop_token_ids))
 
     def add_request(self, prompt: Prompt | Request, params: SamplingParams | None = None,
                     **kwargs: Any) -> Request:
@@ -147,18 +158,39 @@ class LLM:
 
     def chat(self, messages: Sequence[dict], params: SamplingParams | None = None, *,
              reasoning_effort: str | None = None, tools: Sequence[dict] | None = None,
+             tool_choice: Any = None, response_format: dict | None = None,
              logits_processor: LogitsProcessor | None = None,
              **render_options: Any) -> ChatOutput:
-        """Render chat-completions style messages as harmony (`render_options`: tool_choice,
-        response_format, model_identity, current_date, builtin_tools), generate, and parse the
-        answer into its reasoning, final text and tool calls."""
-        from ..harmony.chat import render_chat
+        """Render chat-completions style messages as harmony (`render_options`: model_identity,
+        current_date, builtin_tools), generate, and split the reply into reasoning, answer and
+        tool calls exactly as the server does (`harmony.output`).
+
+        `tool_choice` ("required" or a named function) and a json_object / json_schema
+        `response_format` are enforced by constrained decoding, unless `params` already carries a
+        `structured_output` or a `logits_processor` is given. Stop strings (`params.stop`) apply
+        to the answer's text only, as in the server."""
+        params = params or SamplingParams()
         prompt = render_chat(list(messages), tools=tools, reasoning_effort=reasoning_effort,
+                             tool_choice=tool_choice, response_format=response_format,
                              **render_options)
-        request = self.add_request(prompt, params, logits_processor=logits_processor)
+        structured = params.structured_output
+        if structured is None and logits_processor is None:
+            structured = StructuredOutput.for_chat(tools=list(tools or []), tool_choice=tool_choice,
+                                                   response_format=response_format)
+        output = HarmonyOutput(self.tokenizer, stop=params.stop)
+        engine_params = dataclasses.replace(params, stop=(), structured_output=structured)
+        request = self.add_request(prompt, engine_params, logits_processor=logits_processor)
+        seen = 0
         while not request.finished:
             self.step()
-        return ChatOutput.from_output(request.output(), self.tokenizer)
+            for k in range(seen, len(request.output_token_ids)):
+                logprobs = request.logprobs[k] if k < len(request.logprobs) else None
+                output.feed(request.output_token_ids[k], logprobs)
+            seen = len(request.output_token_ids)
+            if output.stopped:
+                self.abort(request.request_id)
+        output.close()
+        return ChatOutput.from_output(output, request.output())
 
     # ---- helpers -----------------------------------------------------------------------------
     def encode_prompt(self, prompt: Prompt) -> list[int]:

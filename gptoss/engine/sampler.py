@@ -16,10 +16,8 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from ..harmony.tokenizer import CALL, RETURN
+from .constraints import StructuredOutput
 
-# <|return|> and <|call|>: a harmony turn ends on one of them
-HARMONY_STOP_TOKEN_IDS = (RETURN, CALL)
 MAX_LOGPROBS = 20
 
 # `processor(output_token_ids, logits [V] fp32) -> logits [V]`: called once per generated token,
@@ -45,16 +43,19 @@ class SamplingParams:
     repetition_penalty: float = 1.0   # CTRL/HF: prompt+output tokens, divide >0 logits, multiply <0
     seed: int | None = None
     max_tokens: int | None = None     # None: up to the context length
-    stop_token_ids: tuple[int, ...] = HARMONY_STOP_TOKEN_IDS
+    stop_token_ids: tuple[int, ...] | None = None  # None: the model's end-of-sequence ids
     stop: tuple[str, ...] = ()        # stop strings; the text is cut before the match
     ignore_eos: bool = False          # do not stop on stop_token_ids (benchmarks)
     logprobs: int | None = None       # top-n logprobs per generated token (0..20)
+    # enforce a JSON answer or a tool call by grammar-constrained decoding (engine/constraints.py)
+    structured_output: StructuredOutput | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop or ()))
-        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids or ()))
+        if self.stop_token_ids is not None:
+            object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         if self.top_k == -1:
             object.__setattr__(self, "top_k", 0)
         self._check_numbers()
@@ -94,7 +95,11 @@ class SamplingParams:
             if self.logprobs > MAX_LOGPROBS:
                 raise SamplingParamsError(f"SamplingParams.logprobs must be <= {MAX_LOGPROBS}, "
                                           f"got {self.logprobs}")
-        for token in self.stop_token_ids:
+        if self.structured_output is not None and not isinstance(self.structured_output,
+                                                                 StructuredOutput):
+            raise SamplingParamsError("SamplingParams.structured_output must be a "
+                                      f"StructuredOutput, got {self.structured_output!r}")
+        for token in self.stop_token_ids or ():
             integer("stop_token_ids[]", token, 0)
         for text in self.stop:
             if not isinstance(text, str) or not text:

@@ -5,6 +5,9 @@ done, tool call). On every well-formed stream its messages equal openai-harmony'
 `StreamableParser`'s. It never raises on model output: malformed headers, unknown roles, a missing
 `<|message|>`, stray or reserved special tokens and output cut off at the token limit all give
 best-effort messages plus a string in `warnings`. Only a non-integer token id raises (TypeError).
+An id outside the tokenizer's vocabulary reads as U+FFFD inside a message's content (as
+openai-harmony's parser does) and is ignored elsewhere. A tool's message keeps its author's name
+(`browser.search to=assistant` has role "tool" and name "browser.search", as in openai-harmony).
 
 Grammar: `<|start|>` ROLE [` to=R`] [`<|channel|>` CHANNEL [` to=R`] [` <|constrain|>TYPE`]]
 `<|message|>` TEXT (`<|end|>` | `<|return|>` | `<|call|>`). With `start_role` set, the stream
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from typing import Iterable, Union
 
 from gptoss.harmony.tokenizer import (CALL, CHANNEL, CONSTRAIN, END, ENDOFTEXT, MESSAGE, NUM_RANKS,
-                                      RETURN, START, VOCAB_SIZE, Tokenizer, get_tokenizer)
+                                      NUM_TOKENS, RETURN, START, Tokenizer, get_tokenizer)
 
 END_TOKENS = {END: "<|end|>", RETURN: "<|return|>", CALL: "<|call|>"}
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -39,6 +42,7 @@ class ParsedMessage:
     content_type: str | None
     text: str
     end_token: str | None  # "<|end|>", "<|return|>", "<|call|>" or None if cut off
+    name: str | None = None  # the author's name: a tool's (`browser.search`), else None
 
 
 @dataclass(slots=True)
@@ -82,6 +86,7 @@ class _Header:
     channel: str | None = None
     recipient: str | None = None
     content_type: str | None = None
+    name: str | None = None
 
 
 # ---- header text → fields -------------------------------------------------------------------
@@ -101,24 +106,25 @@ def _take_channel(text: str, warnings: list[str]) -> tuple[str | None, str]:
     return channel, text.strip().replace(_CONSTRAIN_TEXT, " " + _CONSTRAIN_TEXT)
 
 
-def _take_role(words: list[str], role: str | None, warnings: list[str]) -> str:
-    """The role given by the prompt, else the first word (removed from `words`)."""
+def _take_role(words: list[str], role: str | None, warnings: list[str]) -> tuple[str, str | None]:
+    """(role, author name): the role given by the prompt, else the first word (removed from
+    `words`). A tool's author name is that word (`browser.search`, or `tool` itself)."""
     if role is not None:
         if words and words[0] == role:
             words.pop(0)
-        return role
+        return role, None
     if not words or words[0].startswith(("to=", _CONSTRAIN_TEXT)):
         warnings.append("header has no role; assuming assistant")
-        return "assistant"
+        return "assistant", None
     first = words.pop(0)
     if first in ROLES:
-        return first
+        return first, first if first == "tool" else None
     if words:  # `functions.x to=assistant`: a tool's message, as openai-harmony reads it
         if words[0] == "tool":  # openai-harmony also drops a following word equal to the role
             words.pop(0)
-        return "tool"
+        return "tool", first
     warnings.append(f"unknown role {first!r}")
-    return first
+    return first, None
 
 
 def _split_target(words: list[str], warnings: list[str]) -> tuple[str | None, str | None]:
@@ -152,7 +158,8 @@ def parse_header(text: str, role: str | None, warnings: list[str]) -> _Header:
     """Fields of a complete header (the text between `<|start|>` and `<|message|>`)."""
     channel, text = _take_channel(text, warnings)
     words = _WORD.findall(text)
-    header = _Header(_take_role(words, role, warnings), channel)
+    author, name = _take_role(words, role, warnings)
+    header = _Header(author, channel, name=name)
     header.recipient, header.content_type = _split_target(words, warnings)
     return header
 
@@ -180,7 +187,7 @@ def parse_bodiless_header(text: str, role: str | None, warnings: list[str]) -> t
 def _token_table(tokenizer: Tokenizer) -> list:
     """Slot per id, filled on first use: the token's text when its bytes are complete UTF-8,
     else its raw bytes (part of a multi-byte character)."""
-    return [None] * VOCAB_SIZE
+    return [None] * NUM_RANKS
 
 
 class HarmonyStreamParser:
@@ -277,7 +284,11 @@ class HarmonyStreamParser:
         except TypeError:
             raise TypeError(f"token ids must be integers, got {type(token_id).__name__}: "
                             f"{token_id!r}") from None
-        if not 0 <= token_id < VOCAB_SIZE:
+        if not 0 <= token_id < NUM_TOKENS:
+            if self._in_content:  # as openai-harmony: an undecodable token is U+FFFD
+                self.warnings.append(f"token id {token_id} is outside the vocabulary; read as "
+                                     "U+FFFD")
+                return self._content_bytes(b"\xff")
             self.warnings.append(f"token id {token_id} is outside the vocabulary; ignored")
             return []
         if token_id < NUM_RANKS:  # text outside content
@@ -403,7 +414,7 @@ class HarmonyStreamParser:
             self._parts.append(tail)
             events.append(TextDelta(index, cur.channel, cur.recipient, tail))
         message = ParsedMessage(cur.role, cur.channel, cur.recipient, cur.content_type,
-                                "".join(self._parts), end_token)
+                                "".join(self._parts), end_token, cur.name)
         self.messages.append(message)
         self._in_content, self._parts = False, []
         events.append(MessageDone(index, message))

@@ -220,7 +220,7 @@ def render_for_training(conversation: Conversation, *,
     """Token ids and a loss mask (1 = learn this token) for supervised fine-tuning.
 
     The conversation splits at its last system, developer or user message: the prompt is
-    everything up to it, the reply (which must hold an assistant message) everything after it.
+    everything up to it, the reply everything after it.
     Tokens are exactly the prompt as `render_for_completion` renders it (chain-of-thought dropping
     applied to the prompt only; its closing `<|start|>assistant` opens the reply's first message)
     followed by what the model generates: the reply's messages in full,
@@ -233,7 +233,8 @@ def render_for_training(conversation: Conversation, *,
     supplies) through its stop token (`<|end|>`, `<|call|>` or `<|return|>`), and 1 over that
     prefix too when the message directly follows an assistant message that ended with `<|end|>` on
     a non-final channel (the model generates the next header itself).
-    Raises RenderError when the reply holds no assistant message.
+    A conversation with no assistant message in its reply renders plainly, as openai-harmony
+    renders it, with nothing to learn (an all-zero mask).
     """
     messages = list(conversation.messages)
     flag = _has_function_tools(messages)
@@ -241,9 +242,6 @@ def render_for_training(conversation: Conversation, *,
     first = 1 + max((i for i, m in enumerate(messages) if m.author.role in prompt_roles),
                     default=-1)
     reply = messages[first:]
-    if not any(m.author.role == Role.ASSISTANT for m in reply):
-        raise RenderError("nothing to train on: no assistant message after the last "
-                          "system/developer/user message")
     tokens = [t for m in _kept(messages[:first], auto_drop_analysis)
               for t in render_message(m, has_function_tools=flag)]
     mask = [0] * len(tokens)
@@ -260,6 +258,6 @@ def render_for_training(conversation: Conversation, *,
             skip = 0 if continues else header
             mask += [0] * skip + [1] * (len(ids) - skip)
         previous = message
-    if reply[-1].author.role == Role.ASSISTANT and reply[-1].channel == "final":
+    if reply and reply[-1].author.role == Role.ASSISTANT and reply[-1].channel == "final":
         tokens[-1] = RETURN
     return tokens, mask

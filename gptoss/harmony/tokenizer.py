@@ -29,9 +29,12 @@ VOCAB_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tik
 VOCAB_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 VOCAB_FILE = "o200k_base.tiktoken"
 NUM_RANKS = 199998
-VOCAB_SIZE = 201088
+VOCAB_SIZE = 201088   # the model's embedding rows
+# ids the tokenizer decodes: openai-harmony's reserved range ends at <|reserved_201088|>, one past
+# the last embedding row (a model never samples it, but a decoder must not fail on it)
+NUM_TOKENS = VOCAB_SIZE + 1
 
-# the named harmony specials; every other id in [200000, 201088) is <|reserved_N|>
+# the named harmony specials; every other id in [200000, 201088] is <|reserved_N|>
 NAMED_SPECIALS = {
     "<|startoftext|>": 199998, "<|endoftext|>": 199999, "<|return|>": 200002,
     "<|constrain|>": 200003, "<|channel|>": 200005, "<|start|>": 200006, "<|end|>": 200007,
@@ -58,7 +61,7 @@ class TokenizerError(ValueError):
 
 
 def harmony_special_tokens() -> dict[str, int]:
-    specials = {f"<|reserved_{i}|>": i for i in range(200000, VOCAB_SIZE)}
+    specials = {f"<|reserved_{i}|>": i for i in range(200000, NUM_TOKENS)}
     for name, token_id in NAMED_SPECIALS.items():
         specials.pop(f"<|reserved_{token_id}|>", None)
         specials[name] = token_id
@@ -204,7 +207,7 @@ def _load(vocab_path: str) -> Tokenizer:
     ranks = tiktoken.load.load_tiktoken_bpe(vocab_path, expected_hash=VOCAB_SHA256)
     encoding = tiktoken.Encoding(name="o200k_harmony", pat_str=O200K_PATTERN,
                                  mergeable_ranks=ranks, special_tokens=harmony_special_tokens(),
-                                 explicit_n_vocab=VOCAB_SIZE)
+                                 explicit_n_vocab=NUM_TOKENS)
     return Tokenizer(encoding)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..kernels import reference as ref
 from ..kernels.cpu import library as native
-from ..weights.mxfp4 import dequantize
+from ..kernels.mxfp4 import dequantize
 from .layers import RMSNorm
 
 

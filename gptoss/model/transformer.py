@@ -13,6 +13,10 @@ from .moe import MLPBlock
 EXPERT_MODES = ("mxfp4", "dense")
 
 
+class TokenIdError(ValueError):
+    """An input id outside the embedding table (the model never clamps one silently)."""
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, config: ModelConfig, layer: int, *, packed: bool, dtype, device):
         super().__init__()
@@ -65,14 +69,25 @@ class Transformer(nn.Module):
 
     def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
                       cache=None) -> torch.Tensor:
-        """input_ids [B, T] -> final-normed hidden states [B, T, H]."""
+        """input_ids [B, T] -> final-normed hidden states [B, T, H]. Raises TokenIdError for an
+        id outside [0, vocab_size) (padding positions too: pad with a valid id such as 0)."""
+        self._check_ids(input_ids)
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        x = self.embedding(input_ids.clamp(0, self.config.vocab_size - 1))
+        x = self.embedding(input_ids)
         cos_sin = self.rotary.cos_sin(positions)
         for block in self.block:
             x = block(x, positions, cos_sin, cache)
         return self.norm(x)
+
+    def _check_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.numel() == 0:
+            return
+        lo, hi = torch.aminmax(input_ids)
+        V = self.config.vocab_size
+        if int(lo) < 0 or int(hi) >= V:
+            bad = input_ids[(input_ids < 0) | (input_ids >= V)].unique()[:5].tolist()
+            raise TokenIdError(f"input ids must be in [0, {V}) (the embedding's rows); got {bad}")
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., H] -> [..., V]."""

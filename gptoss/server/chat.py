@@ -3,24 +3,23 @@
 The chain of thought goes to `reasoning_content` (mirrored in `reasoning`), never to `content`;
 tool calls go to `tool_calls` (arguments streamed as deltas); `finish_reason` is `tool_calls`
 when the turn ended in a call. `tool_choice` required/named and `response_format` are enforced
-by the grammar constraint (engine/constraints.py).
+by the engine's structured output (engine/constraints.py); the steps in between are pipeline.py.
 """
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from ..harmony.chat import ChatFormatError, render_chat
-from ..engine.sampler import TokenLogprobs
-from .context import ServerContext, constraint_spec
+from ..engine import TokenLogprobs
+from . import pipeline
+from .context import ServerContext
 from .generation import Finished, Generation, PartDelta, PartDone, PartStarted, merged
+from .pipeline import GenerationRequest
 from .protocol import (
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
     ChoiceLogprobs, ChunkChoice, CompletionTokensDetails, Delta, DeltaFunction, DeltaToolCall,
-    FunctionCall, InvalidRequest, PromptTokensDetails, TokenLogprob, ToolCall, TopLogprob,
-    UnsupportedFeature, Usage, new_id, now)
+    FunctionCall, PromptTokensDetails, TokenLogprob, ToolCall, TopLogprob, UnsupportedFeature,
+    Usage, new_id, now)
 
 
 def token_logprob(tokenizer, lp: TokenLogprobs) -> TokenLogprob:
@@ -40,57 +39,25 @@ def _unsupported(req: ChatCompletionRequest) -> None:
         raise UnsupportedFeature("logit_bias is not supported", param="logit_bias")
 
 
-def _final_schema(req: ChatCompletionRequest) -> dict | None:
-    fmt = req.response_format
-    if fmt is None or fmt.type == "text":
-        return None
-    if fmt.type == "json_object":
-        return {"type": "object"}
-    return fmt.json_schema.schema_ or {"type": "object"}
-
-
-def _tool_choice(req: ChatCompletionRequest) -> str:
-    choice = req.tool_choice or "auto"
-    return choice if isinstance(choice, str) else choice.function.name
+def generation_request(req: ChatCompletionRequest) -> GenerationRequest:
+    """The chat-completions wire request in the pipeline's terms."""
+    _unsupported(req)
+    choice = req.tool_choice.model_dump() if req.tool_choice and not isinstance(req.tool_choice, str) \
+        else req.tool_choice
+    fmt = (req.response_format.model_dump(by_alias=True, exclude_none=True)
+           if req.response_format else None)
+    return GenerationRequest(
+        model=req.model, messages=[m.model_dump(exclude_none=True) for m in req.messages],
+        tools=[t.model_dump(exclude_none=True) for t in req.tools or []], tool_choice=choice,
+        response_format=fmt, reasoning_effort=req.reasoning_effort, max_tokens=req.token_limit,
+        max_reasoning_tokens=req.max_reasoning_tokens, temperature=req.temperature,
+        top_p=req.top_p, seed=req.seed, logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+        stop=req.stop_list, n=req.n)
 
 
 async def start_generations(ctx: ServerContext, req: ChatCompletionRequest) -> list[Generation]:
-    ctx.check_model(req.model)
-    _unsupported(req)
-    messages = [m.model_dump(exclude_none=True) for m in req.messages]
-    tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
-    fmt = (req.response_format.model_dump(by_alias=True, exclude_none=True)
-           if req.response_format else None)
-    choice = req.tool_choice.model_dump() if req.tool_choice and not isinstance(req.tool_choice, str) \
-        else req.tool_choice
-    try:
-        prompt = await asyncio.to_thread(
-            render_chat, messages, tools=tools or None, tool_choice=choice,
-            reasoning_effort=req.reasoning_effort, response_format=fmt)
-    except ChatFormatError as exc:
-        raise InvalidRequest(str(exc), param="messages") from None
-    limit = ctx.token_limit(len(prompt), req.token_limit, "max_completion_tokens")
-    spec = constraint_spec(
-        max_tokens=limit, final_schema=_final_schema(req), tool_choice=_tool_choice(req),
-        tools=[(t.function.name, t.function.parameters) for t in req.tools or []],
-        max_reasoning_tokens=req.max_reasoning_tokens)
-    logprobs = (req.top_logprobs or 0) if req.logprobs else None
-    arrival, generations = time.monotonic(), []
-    for i in range(req.n):
-        seed = None if req.seed is None else req.seed + i
-        params = ctx.sampling(max_tokens=limit, temperature=req.temperature, top_p=req.top_p,
-                              seed=seed, logprobs=logprobs, presence_penalty=req.presence_penalty,
-                              frequency_penalty=req.frequency_penalty)
-        param = "response_format" if spec and spec.final_schema else "tool_choice"
-        processor = await ctx.constraint(spec, param)  # one per choice: it holds the state
-        try:
-            generations.append(Generation(ctx.engine, prompt, params, processor=processor,
-                                          stop=req.stop_list, metrics=ctx.metrics, arrival=arrival))
-        except ValueError as exc:  # PromptError / SamplingParamsError from the engine
-            for g in generations:
-                g.stream.cancel()
-            raise InvalidRequest(str(exc)) from None
-    return generations
+    return await pipeline.start(ctx, generation_request(req))
 
 
 @dataclass

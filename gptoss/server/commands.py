@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 
-from ..engine.commands import add_model_arguments, llm_options
+from ..console.commands import add_model_arguments, llm_options
 
 
 def register(subparsers) -> None:
@@ -34,11 +34,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from .app import create_app, serve
     from .context import ServerOptions, model_names_for
-    from .engine_client import LocalEngine
+    from ..engine import AsyncEngine
     from .store import default_db_path
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    engine = LocalEngine(args.model, max_num_seqs=args.max_num_seqs, **llm_options(args))
+    engine = AsyncEngine.from_model(args.model, max_num_seqs=args.max_num_seqs, **llm_options(args))
     options = ServerOptions(model_names=model_names_for(args.model, args.served_model_name),
                             api_key=args.api_key, db_path=args.db or default_db_path(),
                             max_tokens_default=args.max_tokens_default)

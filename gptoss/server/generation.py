@@ -1,56 +1,26 @@
-"""One engine request seen as the OpenAI APIs see it: reasoning, text and tool-call parts.
+"""One engine request seen as the OpenAI APIs see it: the part events of `harmony.output`.
 
-Harmony messages map to parts: `analysis` → reasoning; `final` and recipient-less `commentary`
-(a preamble) → text; a message with a recipient (`to=functions.NAME`) → a tool call whose
-arguments are its text. Both endpoints (chat.py, responses.py) render these parts in their own
-wire format, so the harmony → OpenAI semantics live here only.
+The engine streams token ids; a `Generation` owns the request's `HarmonyOutput`, which turns them
+into reasoning, text and tool-call parts (the same mapping `LLM.chat` and the console use). Both
+endpoints (chat.py, responses.py) render these parts in their own wire format.
 
 Stop strings apply to the text parts (as in the OpenAI API), not to the chain of thought: the
-engine gets none, and a match here cuts the text and cancels the request.
+engine gets none, and a match cuts the text and cancels the request.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Literal
 
-from ..engine.events import FinishEvent, TokenEvent
-from ..engine.sampler import SamplingParams, TokenLogprobs
-from ..harmony.parser import MessageDone, MessageStarted, TextDelta
-from ..harmony.tokenizer import NUM_RANKS
-from .engine_client import EngineClient
+from ..engine import FinishEvent, TokenEvent
+from ..harmony.output import HarmonyOutput, PartDelta, PartDone, PartStarted
+from .engine_client import EventStream
 from .metrics import Metrics
-from .protocol import APIError, new_id
+from .protocol import APIError
 
-log = logging.getLogger(__name__)
-PartKind = Literal["reasoning", "text", "tool_call"]
-
-
-@dataclass
-class PartStarted:
-    part: int
-    kind: PartKind
-    name: str | None = None       # tool calls: the function name
-    call_id: str | None = None
-
-
-@dataclass
-class PartDelta:
-    part: int
-    kind: PartKind
-    text: str
-    logprobs: list[TokenLogprobs] = field(default_factory=list)  # text parts only
-
-
-@dataclass
-class PartDone:
-    part: int
-    kind: PartKind
-    text: str
-    name: str | None = None
-    call_id: str | None = None
+__all__ = ["Finished", "Generation", "PartDelta", "PartDone", "PartStarted", "merged"]
 
 
 @dataclass
@@ -65,51 +35,16 @@ class Finished:
 PartEvent = PartStarted | PartDelta | PartDone | Finished
 
 
-def part_kind(channel: str | None, recipient: str | None) -> PartKind:
-    if recipient:
-        return "tool_call"
-    return "reasoning" if channel == "analysis" else "text"
-
-
-class StopText:
-    """Cuts streamed text at the first stop string; holds back a possible prefix of one."""
-
-    def __init__(self, stop: list[str]) -> None:
-        self.stop, self.held, self.hit = stop, "", False
-        self.keep = max(map(len, stop)) - 1 if stop else 0
-
-    def feed(self, text: str) -> str:
-        self.held += text
-        found = [i for i in (self.held.find(s) for s in self.stop) if i >= 0]
-        if found:
-            self.hit, out, self.held = True, self.held[:min(found)], ""
-            return out
-        cut = max(0, len(self.held) - self.keep)
-        out, self.held = self.held[:cut], self.held[cut:]
-        return out
-
-    def flush(self) -> str:
-        out, self.held = self.held, ""
-        return out
-
-
 class Generation:
-    """Submits one request and yields its part events; cancels the engine request when the
-    consumer stops early (client gone) or a stop string matched."""
+    """Yields one submitted request's part events; cancels the engine request when the consumer
+    stops early (client gone) or a stop string matched."""
 
-    def __init__(self, engine: EngineClient, prompt: list[int], params: SamplingParams, *,
-                 processor=None, stop: list[str] | None = None, metrics: Metrics | None = None,
-                 arrival: float | None = None) -> None:
-        self.engine, self.prompt, self.params, self.processor = engine, prompt, params, processor
+    def __init__(self, stream: EventStream, output: HarmonyOutput, prompt_tokens: int, *,
+                 metrics: Metrics | None = None, arrival: float | None = None) -> None:
+        self.stream, self.output, self.prompt_tokens = stream, output, prompt_tokens
         self.metrics, self.arrival = metrics, arrival or time.monotonic()
-        self.stop = StopText(stop or [])
-        self.stream = engine.submit(prompt, params, logits_processor=processor)  # may raise
-        self._parts: dict[int, tuple[int, PartKind, str | None, str | None]] = {}  # msg → part
-        self._texts: dict[int, list[str]] = {}
-        self._pending: list[TokenLogprobs] = []
-        self._current: int | None = None      # message index being generated
-        self._reasoning = self._tokens = 0
-        self._called = self._finished = False
+        self._tokens = 0
+        self._finished = False
 
     async def events(self) -> AsyncIterator[PartEvent]:
         try:
@@ -118,10 +53,8 @@ class Generation:
                     yield out
                     if isinstance(out, Finished):
                         return
-                if self.stop.hit:
+                if self.output.stopped:  # its parts are closed already
                     self.stream.cancel()
-                    for out in self._close_parts():
-                        yield out
                     yield self._finish("stop", None)
                     return
         finally:
@@ -132,70 +65,13 @@ class Generation:
 
     def _translate(self, event) -> list[PartEvent]:
         if isinstance(event, TokenEvent):
-            return self._token(event)
-        if isinstance(event, MessageStarted):
-            return self._started(event)
-        if isinstance(event, TextDelta):
-            return self._delta(event)
-        if isinstance(event, MessageDone):
-            return self._done(event.index)
+            if self._tokens == 0 and self.metrics is not None:
+                self.metrics.first_token(time.monotonic() - self.arrival)
+            self._tokens += 1
+            return self.output.feed(event.token_id, event.logprobs)
         if isinstance(event, FinishEvent):
-            return self._close_parts() + [self._finish(event.finish_reason, event)]
-        return []  # ToolCall: the MessageDone of the same message carries it
-
-    def _token(self, event: TokenEvent) -> list[PartEvent]:
-        if self._tokens == 0 and self.metrics is not None:
-            self.metrics.first_token(time.monotonic() - self.arrival)
-        self._tokens += 1
-        part = self._parts.get(self._current) if self._current is not None else None
-        if part is not None and part[1] == "reasoning":
-            self._reasoning += 1
-        text_token = event.token_id < NUM_RANKS  # not the message's end token
-        if part is not None and part[1] == "text" and event.logprobs is not None and text_token:
-            self._pending.append(event.logprobs)
+            return self.output.close() + [self._finish(event.finish_reason, event)]
         return []
-
-    def _started(self, event: MessageStarted) -> list[PartEvent]:
-        kind = part_kind(event.channel, event.recipient)
-        name = call_id = None
-        if kind == "tool_call":
-            name, call_id = event.recipient.removeprefix("functions."), new_id("call_")
-        self._parts[event.index] = (len(self._parts), kind, name, call_id)
-        self._texts[event.index] = []
-        self._current, self._pending = event.index, []
-        return [PartStarted(self._parts[event.index][0], kind, name, call_id)]
-
-    def _delta(self, event: TextDelta) -> list[PartEvent]:
-        if event.index not in self._parts:
-            return []
-        part, kind, _, _ = self._parts[event.index]
-        text = self.stop.feed(event.text) if kind == "text" else event.text
-        if not text:
-            return []
-        self._texts[event.index].append(text)
-        logprobs = []
-        if kind == "text":
-            logprobs, self._pending = self._pending, []
-        return [PartDelta(part, kind, text, logprobs)]
-
-    def _done(self, index: int) -> list[PartEvent]:
-        if index not in self._parts or self._texts.get(index) is None:
-            return []
-        part, kind, name, call_id = self._parts[index]
-        out: list[PartEvent] = []
-        rest = self.stop.flush() if kind == "text" else ""
-        if rest or (kind == "text" and self._pending):
-            out.append(PartDelta(part, kind, rest, self._pending))
-            self._texts[index].append(rest)
-        self._called |= kind == "tool_call"
-        text = "".join(self._texts.pop(index))
-        self._texts[index] = None  # done; later events for it are ignored
-        self._current, self._pending = None, []
-        return out + [PartDone(part, kind, text, name, call_id)]
-
-    def _close_parts(self) -> list[PartEvent]:
-        open_ = [i for i, texts in self._texts.items() if texts is not None]
-        return [e for i in open_ for e in self._done(i)]
 
     def _finish(self, reason: str, event: FinishEvent | None) -> Finished:
         self._finished = True
@@ -203,15 +79,13 @@ class Generation:
             raise APIError(500, f"the engine failed: {event.error}", type="server_error")
         if reason == "abort":
             raise APIError(500, "the generation was aborted", type="server_error")
-        if self.processor is not None and getattr(self.processor, "error", None):
-            log.warning("constraint left its grammar: %s", self.processor.error)
-        final = "tool_calls" if self._called and reason == "stop" else reason
+        final = "tool_calls" if self.output.called and reason == "stop" else reason
         usage = event.usage if event is not None else None
         completion = usage.completion_tokens if usage else self._tokens
         if self.metrics is not None:
-            self.metrics.tokens(len(self.prompt), completion)
+            self.metrics.tokens(self.prompt_tokens, completion)
             self.metrics.finished(time.monotonic() - self.arrival)
-        return Finished(final, len(self.prompt), completion, self._reasoning,
+        return Finished(final, self.prompt_tokens, completion, self.output.reasoning_tokens,
                         usage.cached_tokens if usage else 0)
 
 

@@ -1,7 +1,7 @@
 """Prometheus metrics in the text exposition format (version 0.0.4), without a client library.
 
 Counters and histograms are updated by the handlers; gauges of the engine (queue depth, running
-requests, KV-cache use) are read from the engine when `/metrics` is scraped.
+requests, KV-cache use: `engine.EngineStats`) are read from the engine when `/metrics` is scraped.
 """
 from __future__ import annotations
 
@@ -11,23 +11,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..engine import EngineStats
+
 PREFIX = "gptoss"
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-
-@dataclass(frozen=True)
-class EngineGauges:
-    """What the engine reports at scrape time."""
-
-    waiting: int            # requests queued, not yet admitted
-    running: int            # requests holding KV blocks
-    kv_blocks_used: int
-    kv_blocks_total: int
-
-    @property
-    def kv_usage(self) -> float:
-        return self.kv_blocks_used / self.kv_blocks_total if self.kv_blocks_total else 0.0
 
 
 @dataclass
@@ -73,7 +61,7 @@ def _label(value: str) -> str:
 class Metrics:
     """Thread-safe counters and histograms; `render()` returns the exposition text."""
 
-    def __init__(self, gauges: Callable[[], EngineGauges] | None = None) -> None:
+    def __init__(self, gauges: Callable[[], EngineStats] | None = None) -> None:
         self._gauges = gauges
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str], int] = {}
@@ -136,7 +124,7 @@ class Metrics:
         return lines
 
     @staticmethod
-    def _gauge_lines(g: EngineGauges) -> list[str]:
+    def _gauge_lines(g: EngineStats) -> list[str]:
         lines = []
         for short, value, help_text in (
                 ("queue_depth", g.waiting, "Requests waiting to be scheduled."),

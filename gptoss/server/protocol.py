@@ -53,28 +53,31 @@ class UnsupportedFeature(APIError):
         super().__init__(400, message, param=param, code="unsupported_parameter")
 
 
-class _Request(BaseModel):
+class RequestModel(BaseModel):
+    """The base of every request model (both endpoints): unknown fields are ignored."""
+
     model_config = ConfigDict(extra="ignore")
 
 
+
 # ---- tools and formats (chat completions shapes) -------------------------------------------------
-class FunctionDefinition(_Request):
+class FunctionDefinition(RequestModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ChatTool(_Request):
+class ChatTool(RequestModel):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(_Request):
+class NamedFunction(RequestModel):
     name: str
 
 
-class NamedToolChoice(_Request):
+class NamedToolChoice(RequestModel):
     type: Literal["function"]
     function: NamedFunction
 
@@ -82,14 +85,14 @@ class NamedToolChoice(_Request):
 ToolChoice = Union[Literal["none", "auto", "required"], NamedToolChoice]
 
 
-class JsonSchemaFormat(_Request):
+class JsonSchemaFormat(RequestModel):
     name: str = Field(default="response", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     description: str | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Request):
+class ResponseFormat(RequestModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -100,12 +103,12 @@ class ResponseFormat(_Request):
         return self
 
 
-class StreamOptions(_Request):
+class StreamOptions(RequestModel):
     include_usage: bool = False
 
 
 # ---- chat completions request --------------------------------------------------------------------
-class ChatMessage(_Request):
+class ChatMessage(RequestModel):
     """An input message; the harmony mapping checks the roles' rules (tool_call_id, etc.)."""
 
     model_config = ConfigDict(extra="allow")  # passed on to the harmony mapping as a dict
@@ -113,7 +116,7 @@ class ChatMessage(_Request):
     content: str | list[dict[str, Any]] | None = None
 
 
-class ChatCompletionRequest(_Request):
+class ChatCompletionRequest(RequestModel):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     tools: list[ChatTool] | None = None

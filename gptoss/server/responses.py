@@ -8,15 +8,15 @@ SQLite store, from which `previous_response_id` continues.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, AsyncIterator
 
-from ..harmony.chat import ChatFormatError, render_chat
+from . import pipeline
 from .chat import token_logprob
-from .context import ServerContext, constraint_spec
+from .context import ServerContext
 from .conversation import items_as_dicts, items_to_messages, parse_items
 from .generation import Finished, Generation, PartDelta, PartDone, PartStarted
-from .protocol import APIError, InvalidRequest, UnsupportedFeature, new_id
+from .pipeline import GenerationRequest
+from .protocol import APIError, UnsupportedFeature, new_id
 from .responses_protocol import (
     BUILTIN_TOOL_TYPES, IncompleteDetails, InputTokensDetails, MessageItem, OutputFunctionCall,
     OutputMessage, OutputReasoning, OutputText, OutputTokensDetails, ReasoningText,
@@ -46,15 +46,15 @@ def _tool_choice(req: ResponsesRequest) -> str | dict[str, Any]:
     return {"type": "function", "function": {"name": choice.name}}
 
 
-def _format(req: ResponsesRequest) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(chat-style response_format, schema to enforce) from `text.format`."""
+def _format(req: ResponsesRequest) -> dict[str, Any] | None:
+    """The chat-style response_format of `text.format`."""
     fmt = req.text.format if req.text else None
     if fmt is None or fmt.type == "text":
-        return None, None
+        return None
     if fmt.type == "json_object":
-        return {"type": "json_object"}, {"type": "object"}
+        return {"type": "json_object"}
     spec = {"name": fmt.name, "schema": fmt.schema_, "description": fmt.description}
-    return {"type": "json_schema", "json_schema": spec}, fmt.schema_ or {"type": "object"}
+    return {"type": "json_schema", "json_schema": spec}
 
 
 async def _context(ctx: ServerContext, req: ResponsesRequest) -> list:
@@ -72,34 +72,18 @@ async def _context(ctx: ServerContext, req: ResponsesRequest) -> list:
 
 
 async def start(ctx: ServerContext, req: ResponsesRequest) -> tuple[Generation, list]:
-    ctx.check_model(req.model)
+    """The Responses wire request in the pipeline's terms, started; also its context items."""
     if req.background:
         raise UnsupportedFeature("background responses are not supported", param="background")
     tools = _function_tools(req)
     items = await _context(ctx, req)
-    response_format, schema = _format(req)
-    choice = _tool_choice(req)
-    effort = req.reasoning.effort if req.reasoning else None
-    try:
-        prompt = await asyncio.to_thread(
-            render_chat, items_to_messages(items, req.instructions), tools=tools or None,
-            tool_choice=choice, reasoning_effort=effort, response_format=response_format)
-    except ChatFormatError as exc:
-        raise InvalidRequest(str(exc), param="input") from None
-    limit = ctx.token_limit(len(prompt), req.max_output_tokens, "max_output_tokens")
-    spec = constraint_spec(
-        max_tokens=limit, final_schema=schema,
-        tools=[(t["function"]["name"], t["function"]["parameters"]) for t in tools],
-        tool_choice=choice if isinstance(choice, str) else choice["function"]["name"],
-        max_reasoning_tokens=req.max_reasoning_tokens)
-    processor = await ctx.constraint(spec, "text.format" if schema else "tool_choice")
-    params = ctx.sampling(max_tokens=limit, temperature=req.temperature, top_p=req.top_p,
-                          logprobs=req.top_logprobs)
-    try:
-        generation = Generation(ctx.engine, prompt, params, processor=processor,
-                                metrics=ctx.metrics, arrival=time.monotonic())
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    (generation,) = await pipeline.start(ctx, GenerationRequest(
+        model=req.model, messages=items_to_messages(items, req.instructions), tools=tools,
+        tool_choice=_tool_choice(req), response_format=_format(req),
+        reasoning_effort=req.reasoning.effort if req.reasoning else None,
+        max_tokens=req.max_output_tokens, max_reasoning_tokens=req.max_reasoning_tokens,
+        temperature=req.temperature, top_p=req.top_p, logprobs=req.top_logprobs,
+        messages_param="input", max_tokens_param="max_output_tokens", format_param="text.format"))
     return generation, items
 
 

@@ -11,32 +11,28 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .protocol import MAX_TOP_LOGPROBS, NamedFunction, TokenLogprob, now
+from .protocol import MAX_TOP_LOGPROBS, NamedFunction, RequestModel, TokenLogprob, now
 
 BUILTIN_TOOL_TYPES = ("web_search", "web_search_preview", "browser", "browser_search",
                       "code_interpreter", "python")
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
 # ---- input items ---------------------------------------------------------------------------------
-class ContentPart(_Request):
+class ContentPart(RequestModel):
     type: Literal["input_text", "output_text", "text", "reasoning_text", "summary_text",
                   "refusal", "input_image", "input_file", "input_audio"]
     text: str | None = None
     refusal: str | None = None
 
 
-class MessageItem(_Request):
+class MessageItem(RequestModel):
     type: Literal["message"] = "message"
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart]
     id: str | None = None
 
 
-class ReasoningItem(_Request):
+class ReasoningItem(RequestModel):
     type: Literal["reasoning"]
     id: str | None = None
     summary: list[ContentPart] = Field(default_factory=list)
@@ -44,7 +40,7 @@ class ReasoningItem(_Request):
     encrypted_content: str | None = None
 
 
-class FunctionCallItem(_Request):
+class FunctionCallItem(RequestModel):
     type: Literal["function_call"]
     call_id: str
     name: str
@@ -52,14 +48,14 @@ class FunctionCallItem(_Request):
     id: str | None = None
 
 
-class FunctionCallOutputItem(_Request):
+class FunctionCallOutputItem(RequestModel):
     type: Literal["function_call_output"]
     call_id: str
     output: str | list[ContentPart]
     id: str | None = None
 
 
-class ItemReference(_Request):
+class ItemReference(RequestModel):
     type: Literal["item_reference"]
     id: str
 
@@ -68,7 +64,7 @@ InputItem = Union[MessageItem, ReasoningItem, FunctionCallItem, FunctionCallOutp
 
 
 # ---- request -------------------------------------------------------------------------------------
-class ResponsesTool(_Request):
+class ResponsesTool(RequestModel):
     """A function tool (`name`, `parameters`…) or a built-in tool (only its `type` is read)."""
 
     model_config = ConfigDict(extra="allow")
@@ -85,12 +81,12 @@ class ResponsesTool(_Request):
         return self
 
 
-class ResponsesNamedChoice(_Request):
+class ResponsesNamedChoice(RequestModel):
     type: Literal["function"]
     name: str
 
 
-class TextFormat(_Request):
+class TextFormat(RequestModel):
     type: Literal["text", "json_object", "json_schema"]
     name: str = Field(default="response", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     description: str | None = None
@@ -104,16 +100,16 @@ class TextFormat(_Request):
         return self
 
 
-class TextConfig(_Request):
+class TextConfig(RequestModel):
     format: TextFormat = Field(default_factory=lambda: TextFormat(type="text"))
 
 
-class ReasoningConfig(_Request):
+class ReasoningConfig(RequestModel):
     effort: Literal["low", "medium", "high"] | None = None
     summary: str | None = None
 
 
-class ResponsesRequest(_Request):
+class ResponsesRequest(RequestModel):
     model: str
     input: str | list[InputItem]
     instructions: str | None = None

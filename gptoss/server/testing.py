@@ -1,10 +1,10 @@
 """A scripted stand-in for the engine and a live server in a thread, for tests and benchmarks.
 
-`StubEngine` has the engine's narrow interface (engine_client.py) and emits the same events as
-the real one (token events, the real harmony parser's events, a finish event with usage). What
-it "generates": with a logits processor (a grammar constraint), random logits through that
-processor — a random-weight model in miniature; otherwise the tokens of `reply(prompt_text)`,
-a harmony reply written as text (`<|channel|>final<|message|>…<|return|>`).
+`StubEngine` has the engine's public face (engine_client.py) and emits the same events as the
+real one (a token event per token, a finish event with usage). What it "generates": with a
+structured output (compiled by the engine's own `constraint_for`) or a logits processor, random
+logits through that constraint — a random-weight model in miniature; otherwise the tokens of
+`reply(prompt_text)`, a harmony reply written as text (`<|channel|>final<|message|>…<|return|>`).
 `LiveServer` runs uvicorn on 127.0.0.1 on a free port in a background thread.
 """
 from __future__ import annotations
@@ -19,12 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine.chat_output import Usage
-from ..engine.events import FinishEvent, TokenEvent
-from ..engine.sampler import HARMONY_STOP_TOKEN_IDS, SamplingParams, TokenLogprobs
-from ..harmony.parser import HarmonyStreamParser
+from ..config import GENERATION_EOS_TOKEN_IDS
+from ..engine import (EngineStats, FinishEvent, SamplingParams, TokenEvent, TokenLogprobs, Usage,
+                      output_limit)
+from ..engine.constraints import constraint_for
 from ..harmony.tokenizer import VOCAB_SIZE, get_tokenizer
-from .metrics import EngineGauges
 
 BLOCK = 16  # positions per pretend KV block
 
@@ -43,6 +42,7 @@ class StubStream:
         self.engine, self.request_id, self.prompt = engine, request_id, prompt
         self.params, self.processor = params, processor
         self.cancelled = False
+        self.task: asyncio.Task | None = None
         self.output: list[int] = []
         self.max_tokens = params.max_tokens or engine.context_length - len(prompt)
         seed = params.seed if params.seed is not None else 0
@@ -65,15 +65,15 @@ class StubStream:
         top = [(token, -0.25)] + [(t, -2.0 - k) for k, t in enumerate((15, 16, 17, 18))]
         return TokenLogprobs(token, -0.25, top[:self.params.logprobs])
 
-    def start(self) -> None:
+    def _start(self) -> None:
         """Generate in a task of its own, as the real engine does in its thread: a consumer that
-        stops reading does not stop the generation; only `cancel()` does."""
+        stops reading does not stop the generation; only `cancel()` does. (Started on the first
+        read, on the consumer's event loop: `submit` may run in a worker thread.)"""
         self.queue: asyncio.Queue = asyncio.Queue()
         self.engine.active[self.request_id] = self
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        parser = HarmonyStreamParser(self.engine.tokenizer)
         reason = "abort"
         try:
             while not self.cancelled:
@@ -82,20 +82,19 @@ class StubStream:
                     break
                 token = self._next_token()
                 self.output.append(token)
-                self.queue.put_nowait(TokenEvent(self.request_id, token, "", self._logprobs(token)))
-                for event in parser.feed(token):
-                    self.queue.put_nowait(event)
-                if token in HARMONY_STOP_TOKEN_IDS or len(self.output) >= self.max_tokens:
-                    reason = "stop" if token in HARMONY_STOP_TOKEN_IDS else "length"
+                self.queue.put_nowait(TokenEvent(self.request_id, token, self._logprobs(token)))
+                stop_ids = self.params.stop_token_ids or GENERATION_EOS_TOKEN_IDS
+                if token in stop_ids or len(self.output) >= self.max_tokens:
+                    reason = "stop" if token in stop_ids else "length"
                     break
         finally:
             self.engine.active.pop(self.request_id, None)
-            for event in parser.close():
-                self.queue.put_nowait(event)
             self.queue.put_nowait(FinishEvent(self.request_id, reason,
                                               Usage(len(self.prompt), len(self.output))))
 
     async def __aiter__(self):
+        if self.task is None:
+            self._start()
         while True:
             event = await self.queue.get()
             yield event
@@ -116,18 +115,17 @@ class StubEngine:
         self._ids = 0
 
     def submit(self, prompt: list[int], params: SamplingParams, *, logits_processor=None) -> StubStream:
-        if len(prompt) + (params.max_tokens or 0) > self.context_length:
-            raise ValueError(f"prompt of {len(prompt)} tokens + max_tokens exceeds the context")
+        max_tokens = output_limit(self.context_length, len(prompt), params.max_tokens)
+        if params.structured_output is not None:
+            logits_processor = constraint_for(self.tokenizer, params.structured_output, max_tokens)
         self._ids += 1
         self.submitted.append((list(prompt), params))
-        stream = StubStream(self, f"stub-{self._ids}", list(prompt), params, logits_processor)
-        stream.start()
-        return stream
+        return StubStream(self, f"stub-{self._ids}", list(prompt), params, logits_processor)
 
-    def gauges(self) -> EngineGauges:
+    def stats(self) -> EngineStats:
         used = sum(-(-(len(s.prompt) + len(s.output)) // BLOCK) for s in list(self.active.values()))
-        return EngineGauges(waiting=0, running=len(self.active), kv_blocks_used=used,
-                            kv_blocks_total=self.kv_blocks)
+        return EngineStats(waiting=0, running=len(self.active), kv_blocks_used=used,
+                           kv_blocks_total=self.kv_blocks)
 
     def close(self) -> None:
         for stream in list(self.active.values()):

@@ -1,4 +1,4 @@
-"""gptoss.weights: checkpoints in every published layout, MXFP4, random and converted checkpoints.
+"""gptoss.weights: checkpoints in every published layout, random and converted checkpoints.
 
 Public names (imported on first use, so `import gptoss.weights.commands` stays light):
 `load_model`, `detect_layout`, `open_checkpoint`, `CheckpointError` (loader) and

@@ -13,7 +13,9 @@ memory first, so their file pages are not kept mapped beside the result: the che
 held twice.
 Experts: a packed checkpoint stays packed MXFP4 unless `dequantize=True` (exact, to `dtype`); a
 bf16 checkpoint stays dense (in `dtype`) unless `quantize=True`, which quantizes it with the
-rule documented in `mxfp4.py` (lossy). Everything else is cast to `dtype`.
+rule documented in `kernels/mxfp4.py` (lossy). Everything else is cast to `dtype`, except norm
+scales stored in fp32, which stay fp32 (as the reference model holds them; RMSNorm computes in
+fp32 anyway, so only their rounding would change).
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, ModelConfig
-from . import layouts, mxfp4
+from ..kernels import mxfp4
+from ..model.transformer import Transformer
+from . import layouts
 from .layouts import HF_BF16, HF_MXFP4, ORIGINAL
 from .reader import INDEX_NAME, CheckpointError, SafetensorsFolder
 from .resident import make_resident
@@ -247,18 +251,22 @@ def _assign(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
         module._buffers[attr] = tensor
 
 
+def _keeps_fp32(name: str, tensor: torch.Tensor) -> bool:
+    """An fp32 RMSNorm scale is held in fp32 whatever the model dtype."""
+    return name.endswith("norm.scale") and tensor.dtype == torch.float32
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.bfloat16, dequantize: bool = False,
                quantize: bool = False, resident: bool = True):
     """Load a checkpoint folder or HF repo id into a `Transformer` on `device`.
 
     Experts: packed checkpoints stay packed unless `dequantize`; bf16 checkpoints stay dense
-    unless `quantize`. Non-expert tensors and dense experts are in `dtype`. On CPU, tensors used
-    as stored are moved out of the file mapping into huge-page private memory one at a time
-    (`resident`, see weights/resident.py: faster decoding, the same peak RSS); `resident=False`
-    keeps them memory-mapped.
+    unless `quantize`. Non-expert tensors and dense experts are in `dtype` (fp32 norm scales
+    stay fp32). On CPU, tensors used as stored are moved out of the file mapping into huge-page
+    private memory one at a time (`resident`, see weights/resident.py: faster decoding, the same
+    peak RSS); `resident=False` keeps them memory-mapped.
     """
-    from ..model.transformer import Transformer
     if dequantize and quantize:
         raise ValueError("choose at most one of dequantize and quantize")
     with open_checkpoint(path) as ckpt:
@@ -278,7 +286,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
 
         stream = with_experts(iter_canonical(ckpt, unchanged), packed=packed, dense_dtype=dtype)
         for name, tensor in stream:
-            if tensor.is_floating_point():
+            if tensor.is_floating_point() and not _keeps_fp32(name, tensor):
                 tensor = tensor.to(dtype)
             if name in mapped and resident:
                 tensor = make_resident(tensor)

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 import torch
 
 from ..config import ModelConfig
+from ..kernels import mxfp4
 from ..kernels.cpu import library as native
-from . import mxfp4
 from .layouts import canonical_specs
 
 _CHUNK = 1 << 22  # values per chunk: 16 MiB of fp32

@@ -2,17 +2,19 @@
 
 The history is kept as chat-completions messages and re-rendered as harmony each turn (earlier
 reasoning is dropped by the renderer once answered; repeated prefixes come from the KV prefix
-cache). Function tool calls are shown and the user types each result.
+cache). Tool calls are shown and the user types each result. The reply is read by
+`harmony.output` (through the printer), so the history holds what the server would return.
 """
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from .events import FinishEvent, TokenEvent
+from ..engine import FinishEvent, TokenEvent
+from ..harmony.chat import render_chat
+from ..harmony.output import HarmonyOutput
 from .printer import DIM, RESET, HarmonyPrinter
 
 HELP = ("commands: /reset (clear the history), /effort low|medium|high, "
@@ -24,7 +26,7 @@ MAX_TOOL_ROUNDS = 8
 class Turn:
     """What one generation produced."""
 
-    messages: list           # ParsedMessage
+    output: HarmonyOutput    # the reply: reasoning, content, tool_calls
     finish_reason: str
     tokens: int
     seconds: float           # first token to finish
@@ -33,15 +35,15 @@ class Turn:
 
 
 class ChatSession:
-    def __init__(self, engine, params, *, tools=None, instructions=(), effort="medium",
-                 show_reasoning=True, model_identity=None, color=False,
+    def __init__(self, engine, params, *, tools=None, response_format=None, instructions=(),
+                 effort="medium", show_reasoning=True, model_identity=None, color=False,
                  inp: TextIO | None = None, out: TextIO | None = None):
         self.engine, self.params, self.tools = engine, params, tools
+        self.response_format = response_format
         self.instructions, self.effort = list(instructions), effort
         self.show_reasoning, self.model_identity, self.color = show_reasoning, model_identity, color
         self.inp, self.out = inp or sys.stdin, out or sys.stdout
         self.history: list[dict] = []
-        self._call_ids = itertools.count()
 
     # ---- input -------------------------------------------------------------------------------
     def _read(self, prompt: str) -> str | None:
@@ -115,47 +117,43 @@ class ChatSession:
         self._say(f"(stopped after {MAX_TOOL_ROUNDS} tool rounds)")
 
     def prompt_ids(self) -> list[int]:
-        from ..harmony.chat import render_chat
         return render_chat(self.instructions + self.history, tools=self.tools,
-                           reasoning_effort=self.effort, model_identity=self.model_identity)
+                           reasoning_effort=self.effort, model_identity=self.model_identity,
+                           response_format=self.response_format)
 
     def generate(self) -> Turn:
-        printer = HarmonyPrinter(self.out, color=self.color, show_reasoning=self.show_reasoning)
-        stream = self.engine.submit(self.prompt_ids(), self.params, harmony=True)
-        messages, first, tokens = [], None, 0
+        printer = HarmonyPrinter(self.out, self.engine.tokenizer, color=self.color,
+                                 show_reasoning=self.show_reasoning)
+        stream = self.engine.submit(self.prompt_ids(), self.params)
+        first, tokens = None, 0
         try:
             for event in stream:
                 if isinstance(event, TokenEvent):
                     first, tokens = first or time.monotonic(), tokens + 1
+                    printer.handle(event)
                 elif isinstance(event, FinishEvent):
                     printer.finish(event)
                     elapsed = time.monotonic() - first if first else 0.0
-                    return Turn(messages, event.finish_reason, tokens, elapsed,
+                    return Turn(printer.output, event.finish_reason, tokens, elapsed,
                                 event.usage.prompt_tokens, event.usage.cached_tokens)
-                else:
-                    if type(event).__name__ == "MessageDone":
-                        messages.append(event.message)
-                    printer.handle(event)
         except KeyboardInterrupt:
             stream.cancel()
             raise
         raise RuntimeError("the event stream ended without a FinishEvent")
 
     def record(self, turn: Turn) -> list[dict]:
-        """Append the assistant's turn to the history; returns its function calls."""
-        own = [m for m in turn.messages if m.role == "assistant"]
-        reasoning = "".join(m.text for m in own if m.channel == "analysis" and not m.recipient)
-        calls = [{"id": f"call_{next(self._call_ids)}", "type": "function",
-                  "function": {"name": m.recipient.removeprefix("functions."), "arguments": m.text}}
-                 for m in own if m.recipient and m.recipient.startswith("functions.")]
+        """Append the assistant's turn to the history (as the chat-completions API returns it);
+        returns its tool calls."""
+        reply = turn.output
+        calls = [{"id": c.call_id, "type": "function",
+                  "function": {"name": c.name, "arguments": c.arguments}} for c in reply.tool_calls]
         entry: dict = {"role": "assistant"}
-        if reasoning:
-            entry["reasoning_content"] = reasoning
+        if reply.reasoning:
+            entry["reasoning_content"] = reply.reasoning
         if calls:
-            preamble = "".join(m.text for m in own if m.channel == "commentary" and not m.recipient)
-            entry.update(content=preamble or None, tool_calls=calls)
+            entry.update(content=reply.content or None, tool_calls=calls)
         else:
-            entry["content"] = "".join(m.text for m in own if m.channel == "final" and not m.recipient)
+            entry["content"] = reply.content
         self.history.append(entry)
         return calls
 

@@ -1,17 +1,19 @@
-"""Streaming for many concurrent clients: an `LLM` stepped by one background thread.
+"""The engine loop: an `LLM` stepped by one background thread, for many concurrent clients.
 
-The narrow interface the server (and the CLI) depend on; a stub with the same three calls can
-stand in for tests:
+The public engine face the server and the console depend on (a stub with the same members can
+stand in for tests, see server/testing.py):
 
-    engine = AsyncEngine(llm)                  # starts the stepping thread; engine.close() ends it
-    stream = engine.submit(prompt_ids, params, harmony=True, logits_processor=None)
+    engine = AsyncEngine.from_model("openai/gpt-oss-20b")   # or AsyncEngine(llm); close() ends it
+    engine.tokenizer, engine.context_length, engine.stats()
+    stream = engine.submit(prompt_ids, params, logits_processor=None)
     async for event in stream: ...             # or `for event in stream:` from plain threads
     stream.cancel()                            # or engine.cancel(stream.request_id)
 
 `submit` validates at once (raising `PromptError` / `SamplingParamsError` in the caller). Events
-are `events.TokenEvent`, the harmony parser's events, and a final `events.FinishEvent`
-(`finish_reason` "stop" | "length" | "abort"; `error` set if the engine itself failed).
-Cancelling frees the request's KV blocks before the next step.
+are one `events.TokenEvent` per generated token (id and logprobs) and a final
+`events.FinishEvent` (`finish_reason` "stop" | "length" | "abort"; `error` set if the engine
+itself failed): the engine neither decodes nor parses; each consumer owns its
+`harmony.output.HarmonyOutput`. Cancelling frees the request's KV blocks before the next step.
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ import asyncio
 import logging
 import queue
 import threading
+from pathlib import Path
 from typing import Any
 
+import torch
+
 from .events import EventBuilder, FinishEvent
-from .llm import LLM, Prompt, PromptError
+from .llm import LLM, EngineStats, Prompt, PromptError
 from .sampler import LogitsProcessor, SamplingParams
 
 _END = object()
@@ -84,6 +89,8 @@ class RequestStream:
 
 
 class AsyncEngine:
+    """`AsyncEngine(llm)` drives `llm` from its own thread (started unless `start=False`)."""
+
     def __init__(self, llm: LLM, *, start: bool = True):
         self.llm = llm
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -95,7 +102,25 @@ class AsyncEngine:
         if start:
             self._thread.start()
 
-    def submit(self, prompt: Prompt, params: SamplingParams | None = None, *, harmony: bool = True,
+    @classmethod
+    def from_model(cls, model: str | Path | torch.nn.Module, **llm_options: Any) -> "AsyncEngine":
+        """An engine over `LLM(model, **llm_options)` (a checkpoint folder or repo id)."""
+        return cls(LLM(model, **llm_options))
+
+    @property
+    def tokenizer(self):
+        return self.llm.tokenizer
+
+    @property
+    def context_length(self) -> int:
+        """Prompt + output tokens of one request, at most."""
+        return self.llm.context_length
+
+    def stats(self) -> EngineStats:
+        """Queue and KV-cache occupancy; safe to call from any thread."""
+        return self.llm.stats()
+
+    def submit(self, prompt: Prompt, params: SamplingParams | None = None, *,
                logits_processor: LogitsProcessor | None = None,
                request_id: str | None = None) -> RequestStream:
         if request_id is not None and request_id in self._active:
@@ -104,7 +129,7 @@ class AsyncEngine:
                                         logits_processor=logits_processor)
         self._active.add(request.request_id)
         stream = RequestStream(self, request.request_id)
-        builder = EventBuilder(request, harmony=harmony, tokenizer=self.llm.tokenizer)
+        builder = EventBuilder(request)
         self._inbox.put(("add", request, stream, builder))
         self._wake.set()
         return stream
@@ -127,6 +152,7 @@ class AsyncEngine:
 
     # ---- the engine thread -------------------------------------------------------------------
     def _loop(self) -> None:
+        """Take new and cancelled requests, step, publish each updated request's events."""
         while not self._stop:
             try:
                 self._drain_inbox()

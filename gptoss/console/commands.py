@@ -1,4 +1,5 @@
-"""`gptoss generate` and `gptoss chat`."""
+"""`gptoss generate` and `gptoss chat`. (The engine, torch included, is imported when a command
+runs, not when the `gptoss` parser is built.)"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-from .printer import HarmonyPrinter, RawPrinter, event_json
 
 EFFORTS = ("low", "medium", "high")
 DTYPES = ("bfloat16", "float32", "float16")
@@ -15,6 +15,10 @@ DTYPES = ("bfloat16", "float32", "float16")
 
 class ToolsFileError(ValueError):
     """An unreadable or malformed --tools file."""
+
+
+class SchemaFileError(ValueError):
+    """An unreadable or malformed --json-schema file."""
 
 
 # ---- shared options ---------------------------------------------------------------------------
@@ -37,6 +41,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json-schema", type=Path, default=None, metavar="FILE",
+                   help="a JSON Schema file: the answer is enforced to be JSON of this schema "
+                        "(constrained decoding; the schema is also shown to the model)")
 
 
 def _prompt_args(p: argparse.ArgumentParser) -> None:
@@ -86,14 +93,34 @@ def llm_options(args: argparse.Namespace) -> dict:
 
 
 def build_llm(args: argparse.Namespace):
-    from .llm import LLM
+    from ..engine import LLM
     return LLM(args.model, **llm_options(args))
 
 
-def sampling_params(args: argparse.Namespace):
-    from .sampler import SamplingParams
+def load_schema(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        schema = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaFileError(f"{path}: cannot read a JSON schema ({exc})") from None
+    if not isinstance(schema, dict):
+        raise SchemaFileError(f"{path}: a JSON schema must be an object")
+    return schema
+
+
+def response_format(schema: dict | None) -> dict | None:
+    """--json-schema as a chat-completions response_format (rendered into the prompt)."""
+    if schema is None:
+        return None
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+
+
+def sampling_params(args: argparse.Namespace, schema: dict | None = None):
+    from ..engine import SamplingParams, StructuredOutput
+    structured = StructuredOutput(json_schema=schema) if schema is not None else None
     return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                          seed=args.seed, max_tokens=args.max_tokens)
+                          seed=args.seed, max_tokens=args.max_tokens, structured_output=structured)
 
 
 def use_color(args: argparse.Namespace, out=None) -> bool:
@@ -136,24 +163,30 @@ def load_tools(path: Path | None) -> list[dict] | None:
 
 # ---- gptoss generate --------------------------------------------------------------------------
 def run_generate(args: argparse.Namespace) -> int:
+    from ..engine import AsyncEngine, FinishEvent
     from ..harmony.chat import render_chat
-    from .stream import AsyncEngine
+    from .printer import HarmonyPrinter, JsonPrinter, RawPrinter
 
+    schema = load_schema(args.json_schema)
     llm = build_llm(args)
     if args.raw:
         prompt = args.prompt
     else:
         messages = instructions(args) + [{"role": "user", "content": args.prompt}]
         prompt = render_chat(messages, reasoning_effort=args.reasoning_effort,
-                             model_identity=args.model_identity)
-    printer = RawPrinter(sys.stdout) if args.raw else HarmonyPrinter(sys.stdout, color=use_color(args))
+                             model_identity=args.model_identity,
+                             response_format=response_format(schema))
+    if args.raw:
+        printer = RawPrinter(sys.stdout, llm.tokenizer, llm.eos_token_ids)
+    elif args.json:
+        printer = JsonPrinter(sys.stdout, llm.tokenizer, llm.eos_token_ids)
+    else:
+        printer = HarmonyPrinter(sys.stdout, llm.tokenizer, color=use_color(args))
     with AsyncEngine(llm) as engine:
-        stream = engine.submit(prompt, sampling_params(args), harmony=not args.raw)
+        stream = engine.submit(prompt, sampling_params(args, schema))
         try:
             for event in stream:
-                if args.json:
-                    print(event_json(event), flush=True)
-                elif type(event).__name__ == "FinishEvent":
+                if isinstance(event, FinishEvent):
                     printer.finish(event)
                 else:
                     printer.handle(event)
@@ -165,13 +198,15 @@ def run_generate(args: argparse.Namespace) -> int:
 
 # ---- gptoss chat ------------------------------------------------------------------------------
 def run_chat(args: argparse.Namespace) -> int:
+    from ..engine import AsyncEngine
     from .repl import ChatSession
-    from .stream import AsyncEngine
 
     tools = load_tools(args.tools)
+    schema = load_schema(args.json_schema)
     llm = build_llm(args)
     with AsyncEngine(llm) as engine:
-        session = ChatSession(engine, sampling_params(args), tools=tools,
+        session = ChatSession(engine, sampling_params(args, schema), tools=tools,
+                              response_format=response_format(schema),
                               instructions=instructions(args), effort=args.reasoning_effort,
                               show_reasoning=not args.hide_reasoning,
                               model_identity=args.model_identity, color=use_color(args))
