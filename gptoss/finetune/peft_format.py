@@ -13,9 +13,10 @@ For the experts (PEFT's `ParamWrapper` on the 3-d parameters `gate_up_proj` [E, 
 `down_proj` [E, I, H], stored (experts, in, out)): lora_A's rows are ordered (expert, rank) and
 lora_B's columns (rank, expert), and expert e's update of the (in, out) matrix is
 `scaling * A_e^T B_e^T`, i.e. `scaling * B_e A_e` on gptoss's (out, in) matrices. Several
-parameters targeted on one module nest: the first of `target_parameters` is innermost, and each
-level out drops one `base_layer.` from the key (gate_up_proj then down_proj: gate_up_proj's keys
-have `experts.base_layer.`, down_proj's `experts.`).
+parameters targeted on one module nest in the module's parameter order, whatever the order of
+`target_parameters`: gate_up_proj is innermost (`experts.base_layer.lora_*` when down_proj is
+targeted too), down_proj outside it (`experts.lora_*`). A `target_parameters` entry names a
+parameter by any dot-separated suffix (`gate_up_proj`, `experts.gate_up_proj`, ...).
 """
 from __future__ import annotations
 
@@ -35,10 +36,18 @@ _EXPERT = {"mlp1": "mlp.experts.gate_up_proj", "mlp2": "mlp.experts.down_proj"}
 _EXPERT_BACK = {v: k for k, v in _EXPERT.items()}
 
 
-def _expert_keys(targets: list[str]) -> dict[str, str]:
-    """gptoss expert target -> the key stem under `mlp.experts.` (nesting by list order)."""
-    order = [_EXPERT_BACK[t] for t in targets if t in _EXPERT_BACK]
+def _expert_keys(targets) -> dict[str, str]:
+    """gptoss expert targets -> their key stems under `mlp.experts.` (nesting: see above)."""
+    order = [t for t in ("mlp1", "mlp2") if t in targets]
     return {t: "base_layer." * (len(order) - 1 - i) for i, t in enumerate(order)}
+
+
+def _expert_target(entry: str) -> str | None:
+    """A `target_parameters` entry -> "mlp1" | "mlp2" (None: not a gpt-oss expert tensor)."""
+    for target, full in _EXPERT.items():
+        if ("." + full).endswith("." + entry):
+            return target
+    return None
 
 
 def _to_peft(name: str, t: torch.Tensor, nests: dict[str, str], E: int) -> tuple[str, torch.Tensor]:
@@ -55,7 +64,7 @@ def adapter_config(spec: LoraSpec, base_model: str | None) -> dict:
     return {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
         "r": spec.rank, "lora_alpha": spec.alpha, "use_rslora": spec.rslora,
-        "target_modules": [_ATTN[t] for t in spec.attention] or None,
+        "target_modules": [_ATTN[t] for t in spec.attention],
         "target_parameters": [_EXPERT[t] for t in spec.experts] or None,
         "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False, "use_dora": False,
         "init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
@@ -72,7 +81,7 @@ def save_adapter(state: dict[str, torch.Tensor], spec: LoraSpec, config: ModelCo
                         "run instead (gptoss merge) or train with the router frozen")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    nests = _expert_keys([_EXPERT[t] for t in spec.experts])
+    nests = _expert_keys(spec.experts)
     tensors = dict(_to_peft(n, t.detach().float().cpu(), nests, config.num_experts)
                    for n, t in state.items())
     save_file({k: v.contiguous() for k, v in tensors.items()}, out / WEIGHTS_NAME,
@@ -99,13 +108,14 @@ def _spec_from(cfg: dict, where: Path) -> LoraSpec:
                         "list of q_proj, k_proj, v_proj, o_proj")
     back = {v: k for k, v in _ATTN.items()}
     unknown = [m for m in modules if m not in back]
-    unknown += [p for p in cfg.get("target_parameters") or [] if p not in _EXPERT_BACK]
+    unknown += [p for p in cfg.get("target_parameters") or [] if _expert_target(p) is None]
     if unknown:
         raise LoraError(f"{where}: targets {unknown} are not gpt-oss attention projections or "
                         "expert tensors")
     return LoraSpec(rank=int(cfg["r"]), alpha=float(cfg.get("lora_alpha", 8)),
                     attention=tuple(t for t in "qkvo" if _ATTN[t] in modules),
-                    experts=tuple(_EXPERT_BACK[p] for p in cfg.get("target_parameters") or []),
+                    experts=tuple(t for t in ("mlp1", "mlp2") if t in {
+                        _expert_target(p) for p in cfg.get("target_parameters") or []}),
                     rslora=bool(cfg.get("use_rslora", False)))
 
 
@@ -119,7 +129,7 @@ def load_adapter(folder: str | Path, config: ModelConfig
     except (OSError, ValueError) as exc:
         raise LoraError(f"{folder}: not a readable PEFT adapter folder ({exc})") from None
     spec = _spec_from(cfg, folder / CONFIG_NAME)
-    nests = _expert_keys(cfg.get("target_parameters") or [])
+    nests = _expert_keys(spec.experts)
     names = {}
     for n in range(config.num_layers):
         for t in spec.attention:
@@ -139,9 +149,13 @@ def load_adapter(folder: str | Path, config: ModelConfig
     out = {}
     for key, (name, ab) in names.items():
         t = tensors[key].float()
-        if ab == "A":
-            t = t.reshape(E, r, t.shape[-1])
-        elif ab == "B":
-            t = t.reshape(t.shape[0], r, E).permute(2, 0, 1).contiguous()
+        try:
+            if ab == "A":
+                t = t.reshape(E, r, t.shape[-1])
+            elif ab == "B":
+                t = t.reshape(t.shape[0], r, E).permute(2, 0, 1).contiguous()
+        except RuntimeError:
+            raise LoraError(f"{folder / WEIGHTS_NAME}: {key} is {list(t.shape)}, which does not "
+                            f"hold rank {r} for {E} experts") from None
         out[name] = t
     return spec, out
