@@ -13,7 +13,6 @@ from gptoss.cli import main as cli
 from gptoss.finetune.export import merge_adapter
 from gptoss.finetune.lora import LoraSpec, adapter_state, apply_lora
 from gptoss.finetune.peft_format import save_adapter
-from gptoss.weights import mxfp4
 from gptoss.weights.loader import iter_canonical, load_model, open_checkpoint, with_experts
 
 SPEC = LoraSpec(rank=4, alpha=8)

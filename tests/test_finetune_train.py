@@ -148,3 +148,23 @@ def test_lr_schedule():
     f = [lr_factor(s, total=10, warmup=2, min_ratio=0.1) for s in range(10)]
     assert f[:2] == [0.5, 1.0] and f[2] == 1.0
     assert f[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(f[2:], f[3:]))
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_bf16_runs_train(method, tiny_checkpoints, tiny_config, tmp_path, one_torch_thread):
+    """bf16 compute (LoRA: bf16 base, fp32 adapters; full: fp32 weights under autocast)."""
+    config = TrainConfig(method=method, precision="bf16", lr=3e-3, max_steps=6, batch_size=4,
+                         lora=LoraSpec(rank=4, alpha=8))
+    data = random_dataset(tiny_config.vocab_size, 4)
+    result = finetune(tiny_checkpoints["hf-mxfp4"], data, tmp_path, config=config,
+                      progress=False, log=None)
+    losses = [h["loss"] for h in result.history]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_finetune_refuses_a_trained_router_it_cannot_export(tiny_checkpoints, tiny_config,
+                                                            tmp_path):
+    config = TrainConfig(lora=LoraSpec(train_router=True))
+    with pytest.raises(TrainConfigError, match="router"):
+        finetune(tiny_checkpoints["hf-mxfp4"], random_dataset(tiny_config.vocab_size, 2),
+                 tmp_path, config=config, progress=False, log=None)

@@ -49,10 +49,9 @@ def prepare_model(model_path: str | Path, config: TrainConfig):
     return model.requires_grad_(True)
 
 
-def _load_data(path, config: TrainConfig, what: str) -> Dataset:
-    data = load_jsonl(path, train_on=config.train_on, max_length=config.max_length,
+def _load_data(path, config: TrainConfig) -> Dataset:
+    return load_jsonl(path, train_on=config.train_on, max_length=config.max_length,
                       on_error=config.on_error)
-    return data
 
 
 def report_bad(data: Dataset, limit: int = 20) -> list[str]:
@@ -70,10 +69,14 @@ def finetune(model: str | Path, data: str | Path | Dataset, out: str | Path, *,
     write the result under `out` (see the module doc). `resume=True` continues from the latest
     checkpoint in `out`, or give a checkpoint folder."""
     c = config or TrainConfig()
+    if c.method == "lora" and c.lora.train_router:
+        raise TrainConfigError("finetune() exports PEFT adapters, which cannot hold a trained "
+                               "router; keep the router frozen (use apply_lora and Trainer "
+                               "directly to train it)")
     dist = distributed.from_environment(c.device)
-    train = data if isinstance(data, Dataset) else _load_data(data, c, "train")
+    train = data if isinstance(data, Dataset) else _load_data(data, c)
     held = (eval_data if isinstance(eval_data, Dataset) or eval_data is None
-            else _load_data(eval_data, c, "eval"))
+            else _load_data(eval_data, c))
     if dist.rank == 0 and log:
         for d in [train] + ([held] if held else []):
             for line in report_bad(d):
