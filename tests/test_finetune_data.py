@@ -53,7 +53,8 @@ def test_records_render_with_the_reply_learned(data_file):
 
 def test_final_only_mask(data_file):
     texts = [learned(e) for e in load_jsonl(data_file, train_on="final").examples]
-    assert texts[0] == "<|channel|>final<|message|>Hello<|return|>"
+    # after an analysis message the model writes the final message's header itself
+    assert texts[0] == "<|start|>assistant<|channel|>final<|message|>Hello<|return|>"
     assert "analysis" not in texts[1] and "commentary" not in texts[2]
 
 
