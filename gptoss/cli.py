@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "gptoss.harmony.commands",
     "gptoss.console.commands",
     "gptoss.server.commands",
+    "gptoss.finetune.commands",
 )
 
 
@@ -20,7 +21,7 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gptoss", description="Run, serve and convert OpenAI's gpt-oss models.")
+        prog="gptoss", description="Run, serve, convert and fine-tune OpenAI's gpt-oss models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

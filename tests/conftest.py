@@ -34,3 +34,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def harmony_tiny_checkpoint(tmp_path_factory):
+    """A random hf-mxfp4 `tiny` checkpoint with the real 201088-token vocabulary (so harmony
+    renderings fit) and hidden size 128 (seed 0), written once per session. Read-only."""
+    from gptoss.weights.writer import write_random_checkpoint
+    config = ModelConfig.preset("tiny").replace(hidden_size=128)
+    return write_random_checkpoint(config, tmp_path_factory.mktemp("harmony_tiny") / "ckpt",
+                                   seed=0, progress=False)

@@ -16,8 +16,10 @@ from .layers import RMSNorm
 FLASH_MIN_TOKENS = 32
 
 
-def attention_kernel(device: torch.device, num_tokens: int):
-    if device.type == "cpu" and num_tokens >= FLASH_MIN_TOKENS:
+def attention_kernel(device: torch.device, num_tokens: int, needs_grad: bool = False):
+    # the flash kernel's log-sum-exp output has no gradient, so the sink factor's gradient would
+    # be lost: training (anything that needs a gradient) takes the differentiable reference
+    if device.type == "cpu" and num_tokens >= FLASH_MIN_TOKENS and not needs_grad:
         return cpu_attention.sink_attention
     return ref.sink_attention
 
@@ -39,7 +41,7 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cos_sin, cache=None) -> torch.Tensor:
         B, T, _ = x.shape
-        qkv = native.linear_or_torch(self.norm(x), self.qkv.weight, self.qkv.bias)  # [B, T, Q+2K]
+        qkv = self.project_qkv(self.norm(x))  # [B, T, Q+2K]
         q_dim, kv_dim = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q = qkv[..., :q_dim].view(B, T, self.num_heads, self.head_dim)
         k = qkv[..., q_dim:q_dim + kv_dim].view(B, T, self.num_kv_heads, self.head_dim)
@@ -54,8 +56,19 @@ class AttentionBlock(nn.Module):
             else:
                 key_pos = positions
             visible = ref.visibility_mask(positions, key_pos, self.window)
-            attn = attention_kernel(x.device, T)(q, k, v, self.sinks, visible, self.scale)
-        return x + native.linear_or_torch(attn, self.out.weight, self.out.bias)
+            needs_grad = torch.is_grad_enabled() and any(
+                t.requires_grad for t in (q, k, v, self.sinks))
+            attn = attention_kernel(x.device, T, needs_grad)(q, k, v, self.sinks, visible,
+                                                             self.scale)
+        return x + self.project_out(attn)
+
+    def project_qkv(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, T, H] -> [B, T, Q+2K] (fine-tuning adds its adapters here)."""
+        return native.linear_or_torch(h, self.qkv.weight, self.qkv.bias)
+
+    def project_out(self, attn: torch.Tensor) -> torch.Tensor:
+        """[B, T, Q] -> [B, T, H]."""
+        return native.linear_or_torch(attn, self.out.weight, self.out.bias)
 
     def _decode_paged(self, q, k, v, positions, cache) -> torch.Tensor:
         """One token per row, reading the paged cache's blocks in place -> [B, 1, Q]."""

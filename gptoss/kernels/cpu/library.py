@@ -293,7 +293,7 @@ def random_mxfp4(key: int, offset: int, rows: int, cols: int, std: float, table:
 
 def mxfp4_quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 x [n * 32] (finite, contiguous) -> (blocks [n, 16], scales [n]) by the rule of
-    `weights.mxfp4.quantize`."""
+    `kernels.mxfp4.quantize`."""
     n = x.numel() // 32
     blocks = torch.empty(n, 16, dtype=torch.uint8)
     scales = torch.empty(n, dtype=torch.uint8)

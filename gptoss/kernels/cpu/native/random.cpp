@@ -4,7 +4,7 @@
 //             (odd i) 32 bits
 //   normal:   a piecewise-linear inverse CDF through a table of quantiles passed by the caller
 //             (gptoss/weights/random_weights.py computes it, and mirrors this file in torch)
-//   MXFP4:    values * std, quantized by exactly the rule of weights/mxfp4.py `quantize`
+//   MXFP4:    values * std, quantized by exactly the rule of kernels/mxfp4.py `quantize`
 #include "kernels.h"
 
 namespace {
