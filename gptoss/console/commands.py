@@ -97,13 +97,18 @@ def build_llm(args: argparse.Namespace):
     return LLM(args.model, **llm_options(args))
 
 
+def _read_json(path: Path, what: str, error: type[Exception]):
+    """The JSON in `path`, or `error` naming the file and `what` it should hold."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: cannot read {what} ({exc})") from None
+
+
 def load_schema(path: Path | None) -> dict | None:
     if path is None:
         return None
-    try:
-        schema = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SchemaFileError(f"{path}: cannot read a JSON schema ({exc})") from None
+    schema = _read_json(path, "a JSON schema", SchemaFileError)
     if not isinstance(schema, dict):
         raise SchemaFileError(f"{path}: a JSON schema must be an object")
     return schema
@@ -145,10 +150,7 @@ def load_tools(path: Path | None) -> list[dict] | None:
     object `{"name", "description", "parameters"}`; returned in the OpenAI form."""
     if path is None:
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ToolsFileError(f"{path}: cannot read a JSON tools list ({exc})") from None
+    data = _read_json(path, "a JSON tools list", ToolsFileError)
     if isinstance(data, dict) and isinstance(data.get("tools"), list):
         data = data["tools"]
     if not isinstance(data, list):
