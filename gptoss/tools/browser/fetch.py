@@ -140,7 +140,8 @@ class Fetcher:
             body = self._read(response, deadline) if response.status == 200 else b""
             return response.status, headers, body
         except (OSError, http.client.HTTPException) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            reason = "timed out" if isinstance(exc, TimeoutError) else \
+                str(exc) or type(exc).__name__
             raise FetchError(f"fetching `{url}` failed: {reason}") from None
         finally:
             conn.close()

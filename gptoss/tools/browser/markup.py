@@ -140,7 +140,8 @@ def html_to_text(source: str, url: str) -> Document:
 
 
 def markdown_to_text(source: str, url: str) -> Document:
-    """Markdown stays as written except links and images: `[t](u)` -> marker, `![a](u)` -> [Image: a]."""
+    """Markdown stays as written but for links (`[t](u)` -> a marker) and images (`![a](u)` ->
+    `[Image: a]`)."""
     links = _Links(url)
 
     def replace(match: re.Match) -> str:
