@@ -103,3 +103,19 @@ def test_size_limit_timeout_type_and_status():
 def test_only_http_urls(url):
     with pytest.raises(FetchError, match="only http and https"):
         Fetcher(allow_private=True).fetch(url)
+
+
+def test_https_goes_through_tls_to_the_checked_address():
+    with local_server({"/page": html(PAGE)}) as (base, _):
+        url = base.replace("http://", "https://") + "/page"  # a plain-HTTP server: TLS fails
+        with pytest.raises(FetchError, match="non-public"):
+            Fetcher().fetch(url)
+        with pytest.raises(FetchError, match=r"fetching `https://127.0.0.1:\d+/page` failed"):
+            Fetcher(allow_private=True, timeout=2).fetch(url)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://host:99999/", "http://a b/",
+                                 "http://a..b/", "http://x/\r\nInjected: 1"])
+def test_malformed_urls(url):
+    with pytest.raises(FetchError):
+        Fetcher(resolver=lambda host, port: ["93.184.216.34"]).fetch(url)

@@ -4,9 +4,12 @@ rendered into the system message by openai-harmony (the oracle for the config an
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from browser_http import html, local_server
 from openai_harmony import (Author, Conversation, Message, Role, SystemContent, TextContent)
 
@@ -210,3 +213,33 @@ def test_replies_render_as_harmony_tool_messages(tool):
     parsed = encoding.parse_messages_from_completion_tokens(encoding.render(reply), role=None)
     assert parsed[0].author == Author.new(Role.TOOL, "browser.search")
     assert isinstance(parsed[0].content[0], TextContent)
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+                   st.sampled_from(["http://[::1", "https://", "file:///etc/passwd", "0", "-1",
+                                    "http://169.254.169.254/", "【0†x】", "ftp://x"]),
+                   st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                                        st.integers(), max_size=2))
+CALL_ARGS = st.dictionaries(st.sampled_from(["query", "topn", "id", "cursor", "loc", "num_lines",
+                                             "pattern", "source", "view_source"]),
+                            VALUES, max_size=4)
+
+
+@settings(max_examples=int(os.environ.get("BROWSER_FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                               HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.tuples(st.sampled_from(["search", "open", "find", "x"]), CALL_ARGS),
+                      min_size=1, max_size=5))
+def test_any_arguments_get_an_answer_never_an_exception(corpus, calls):
+    tool = BrowserTool(LocalBackend(LocalIndex.open(corpus), Fetcher(resolver=lambda h, p:
+                                                                     ["10.0.0.1"])))
+    tool.run(Message.from_role_and_content(Role.ASSISTANT, '{"query": "moon"}')
+             .with_recipient("browser.search"))
+    for function, args in calls:
+        before = len(tool.pages)
+        out = tool.run(Message.from_role_and_content(Role.ASSISTANT, json.dumps(args))
+                       .with_recipient(f"browser.{function}"))
+        assert len(out.messages) == 1 and out.messages[0].content[0].text
+        assert (out.error is None) == (len(tool.pages) == before + 1)
+        tool.annotate("x【0†L1】【5†L2-L3】")
+    tool.close()

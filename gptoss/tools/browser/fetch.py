@@ -42,6 +42,8 @@ def system_resolver(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise FetchError(f"cannot resolve host `{host}`: {exc.strerror}") from None
+    except (UnicodeError, ValueError) as exc:  # e.g. an empty label: "a..b"
+        raise FetchError(f"cannot resolve host `{host}`: {exc}") from None
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
@@ -88,10 +90,15 @@ class Fetcher:
         """GET `url` (http or https), following checked redirects; raises FetchError."""
         deadline = time.monotonic() + self.timeout
         for _ in range(self.max_redirects + 1):
+            if time.monotonic() > deadline:
+                raise FetchError(f"fetching `{url}` timed out")
             status, headers, body = self._request(url, deadline)
             location = headers.get("location")
             if status in (301, 302, 303, 307, 308) and location:
-                url = urljoin(url, location)
+                try:
+                    url = urljoin(url, location)
+                except ValueError:
+                    raise FetchError(f"`{url}` redirects to a bad URL: {location!r}") from None
                 continue
             if status != 200:
                 raise FetchError(f"`{url}` answered HTTP {status}")
@@ -115,24 +122,26 @@ class Fetcher:
         return addresses[0]
 
     def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise FetchError(f"cannot fetch `{url}`: only http and https URLs can be opened")
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            raise FetchError(f"bad port in `{url}`") from None
-        address = self._address(parts.hostname, port)
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise FetchError(f"cannot fetch `{url}`: {exc}") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise FetchError(f"cannot fetch `{url}`: only http and https URLs can be opened")
+        port = port or (443 if parts.scheme == "https" else 80)
+        address = self._address(host, port)
         if parts.scheme == "https":
-            conn = _PinnedHTTPS(parts.hostname, port, address, self.timeout, self._tls)
+            conn = _PinnedHTTPS(host, port, address, self.timeout, self._tls)
         else:
-            conn = _PinnedHTTP(parts.hostname, port, address, self.timeout)
+            conn = _PinnedHTTP(host, port, address, self.timeout)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return conn, path
 
     def _request(self, url: str, deadline: float) -> tuple[int, dict[str, str], bytes]:
-        conn, path = self._connection(url)
+        conn = None
         try:
+            conn, path = self._connection(url)
             conn.request("GET", path, headers={"User-Agent": self.user_agent,
                                                "Accept": "text/html, text/*;q=0.9"})
             response = conn.getresponse()
@@ -144,7 +153,8 @@ class Fetcher:
                 str(exc) or type(exc).__name__
             raise FetchError(f"fetching `{url}` failed: {reason}") from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def _read(self, response, deadline: float) -> bytes:
         chunks, size = [], 0

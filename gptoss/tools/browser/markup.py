@@ -34,7 +34,10 @@ class Document:
 
 def domain_of(url: str) -> str:
     """`https://docs.python.org/3/x` -> `docs.python.org`; a file URL (a local corpus) -> ""."""
-    return urlsplit(url).netloc
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return ""
 
 
 class _Links:
@@ -49,8 +52,11 @@ class _Links:
         text = " ".join(text.translate(_RESERVED).split())
         if not text or not href or href.startswith(("#", "mailto:", "javascript:", "data:")):
             return None
-        url = urljoin(self.base_url, href) if self.base_url else href
-        if urlsplit(url).scheme not in ("http", "https", "file"):
+        try:
+            url = urljoin(self.base_url, href) if self.base_url else href
+            if urlsplit(url).scheme not in ("http", "https", "file"):
+                return None
+        except ValueError:  # e.g. "http://[bad": not a link anyone can open
             return None
         link_id = self.by_url.setdefault(url, len(self.by_url))
         domain = domain_of(url)

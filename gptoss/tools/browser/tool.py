@@ -34,7 +34,8 @@ def _integer(args: dict, name: str, default: int) -> int:
         return default
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not value.is_integer()):
         raise CallError(f"`{name}` must be an integer, not {json.dumps(value)}")
     return int(value)
 
