@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
+from gptoss.cli import main
 from gptoss.tools.browser.index import (COLUMN_WEIGHTS, DEFAULT_INDEX_NAME, CorpusIndexError,
                                         LocalIndex, build_index, match_expression)
 
@@ -127,14 +126,12 @@ def test_bad_index_paths_are_one_line_errors(tmp_path):
         build_index(tmp_path / "missing")
 
 
-def test_gptoss_index_command(corpus, tmp_path):
+def test_gptoss_index_command(corpus, tmp_path, capsys):
     out = tmp_path / "my.sqlite"
-    run = subprocess.run([sys.executable, "-m", "gptoss.cli", "index", str(corpus), "--out",
-                          str(out)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert f"indexed {len(CORPUS)} documents" in run.stdout
+    assert main(["index", str(corpus), "--out", str(out)]) == 0
+    assert f"indexed {len(CORPUS)} documents into {out}" in capsys.readouterr().out
     assert LocalIndex(out).search("pasta", 3)[0].url.endswith("/cooking.txt")
-    bad = subprocess.run([sys.executable, "-m", "gptoss.cli", "index", str(tmp_path / "nope")],
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and "not a directory" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    assert main(["index", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "gptoss index: error:" in err and "not a directory" in err
+    assert "Traceback" not in err
