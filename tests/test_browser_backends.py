@@ -39,7 +39,10 @@ def test_exa_search_then_open_a_result_from_its_text(monkeypatch):
         body = json.loads(request["body"])
         assert body["query"] == "artemis moon" and body["numResults"] == 3
         assert "text" in body["contents"]
-    assert error is None and item == {"action": {"type": "search", "query": "artemis moon"}}
+    assert error is None and item == {"action": {"type": "search", "query": "artemis moon",
+                                                 "sources": [
+        {"type": "url", "url": "https://www.nasa.gov/missions/artemis/"},
+        {"type": "url", "url": "https://en.wikipedia.org/wiki/Artemis_program"}]}}
     assert "【0†Artemis - NASA†www.nasa.gov】" in text
     assert "【1†Artemis program - Wikipedia†en.wikipedia.org】" in text
     text, item, error = call(tool, "open", {"id": 1})

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from browser_http import html, local_server
+from openai.types.responses import ResponseFunctionWebSearch
 from openai_harmony import (Author, Conversation, Message, Role, SystemContent, TextContent)
 
 from gptoss.harmony.tokenizer import load_harmony_encoding
@@ -51,6 +52,9 @@ def call(tool, function, args, channel="analysis"):
     message = message.with_recipient(f"browser.{function}").with_channel(channel)
     out = tool.run(message)
     assert len(out.messages) == 1
+    if function in ("search", "open", "find"):  # the item parses as the openai client's type
+        ResponseFunctionWebSearch.model_validate({"id": "ws_1", "type": "web_search_call",
+                                                  "status": "completed", **out.item})
     reply = out.messages[0]
     assert reply.author.role == Role.TOOL and reply.recipient == "assistant"
     assert reply.channel == channel
@@ -69,7 +73,10 @@ def test_search_open_find(tool):
     reply, out = call(tool, "search", {"query": "moon radius", "topn": 5})
     text = reply.content[0].text
     assert reply.author.name == "browser.search" and out.error is None
-    assert out.item == {"action": {"type": "search", "query": "moon radius"}}
+    assert out.item["action"]["type"] == "search"
+    assert out.item["action"]["query"] == "moon radius"
+    assert [s["url"] for s in out.item["action"]["sources"]] == \
+        [tool.pages[0].links[i] for i in range(len(tool.pages[0].links))]
     assert text.startswith("[0] Search results for `moon radius`")
     first = re.search(r"【(\d+)†([^†】]+)†corpus.test】", text)
     assert first.group(2) == "The Moon"  # best BM25 match listed first
@@ -85,7 +92,7 @@ def test_search_open_find(tool):
     reply, out = call(tool, "find", {"pattern": "APOLLO"})
     text = reply.content[0].text
     assert reply.author.name == "browser.find"
-    assert out.item == {"action": {"type": "find", "pattern": "APOLLO",
+    assert out.item == {"action": {"type": "find_in_page", "pattern": "APOLLO",
                                    "url": "https://corpus.test/moon.md"}}
     assert text.startswith("[2] Find results for text: `APOLLO` in `The Moon`")
     match_line = source.index("Apollo 11 landed in 1969.")
@@ -240,6 +247,9 @@ def test_any_arguments_get_an_answer_never_an_exception(corpus, calls):
         out = tool.run(Message.from_role_and_content(Role.ASSISTANT, json.dumps(args))
                        .with_recipient(f"browser.{function}"))
         assert len(out.messages) == 1 and out.messages[0].content[0].text
+        if function != "x":
+            ResponseFunctionWebSearch.model_validate({"id": "ws", "type": "web_search_call",
+                                                      "status": "failed", **out.item})
         assert (out.error is None) == (len(tool.pages) == before + 1)
         tool.annotate("x【0†L1】【5†L2-L3】")
     tool.close()

@@ -22,6 +22,9 @@ from gptoss.tools.browser.fetch import Fetcher
 from gptoss.tools.browser.page import Page, find_page, render_window, search_page
 
 FUNCTIONS = ("search", "open", "find")
+# the action reported when a call fails before it says more (the openai types' required fields)
+DEFAULT_ACTIONS = {"search": {"type": "search"}, "open": {"type": "open_page"},
+                   "find": {"type": "find_in_page", "pattern": "", "url": ""}}
 
 
 class CallError(ValueError):
@@ -76,7 +79,7 @@ class BrowserTool:
 
     def run(self, message: Message) -> ToolOutput:
         function = (message.recipient or "").partition(".")[2]
-        action: dict[str, Any] = {}
+        action: dict[str, Any] = dict(DEFAULT_ACTIONS.get(function, {}))
         try:
             if function not in FUNCTIONS:
                 raise CallError(f"unknown function `{message.recipient}`; the browser has "
@@ -103,7 +106,8 @@ class BrowserTool:
         reply = reply.with_recipient("assistant")
         return reply.with_channel(call.channel) if call.channel else reply
 
-    # the three functions: each fills `action` (the Responses web_search_call action) first
+    # the three functions: each fills `action` (the Responses web_search_call action: search,
+    # open_page, find_in_page as the openai client types name them) before it can fail
     def _search(self, args: dict, action: dict) -> str:
         query = args.get("query")
         if not isinstance(query, str) or not query.strip():
@@ -118,6 +122,7 @@ class BrowserTool:
             if result.text:
                 self._cache.setdefault(result.url, Page(url=result.url, title=result.title,
                                                         text=result.text))
+        action["sources"] = [{"type": "url", "url": r.url} for r in results]
         return self._show(search_page(query, results), loc=0, num_lines=-1)
 
     def _open(self, args: dict, action: dict) -> str:
@@ -145,7 +150,7 @@ class BrowserTool:
         if not isinstance(pattern, str) or not pattern:
             raise CallError("`pattern` must be a non-empty string")
         page = self._page(_integer(args, "cursor", -1))
-        action.update(type="find", pattern=pattern, url=page.url)
+        action.update(type="find_in_page", pattern=pattern, url=page.url)
         if page.kind != "page":
             raise CallError(f"`find` searches a page, not {page.kind} results; open a page first")
         return self._show(find_page(page, pattern), loc=0, num_lines=-1)
