@@ -102,3 +102,18 @@ def test_unknown_backend_and_missing_index(tmp_path):
         make_backend("local")
     with pytest.raises(ToolError, match="gptoss index"):
         BrowserTool.create("local", index=tmp_path)
+
+
+def test_odd_records_are_skipped_not_fatal(monkeypatch):
+    monkeypatch.setenv("EXA_API_KEY", "k")
+    odd = {"results": [{"url": 5, "title": "number url"}, {"title": "no url"},
+                       {"url": "https://ok.test/", "title": ["not", "a string"], "text": None},
+                       "not a record"]}
+    with local_server({"/search": lambda h: (200, {}, json.dumps(odd).encode())}) as (base, _):
+        text, _, error = call(BrowserTool(ExaBackend(base_url=base)), "search", {"query": "q"})
+    assert "unexpected shape" in text and error  # a list with a non-record in it
+    odd["results"].pop()
+    with local_server({"/search": lambda h: (200, {}, json.dumps(odd).encode())}) as (base, _):
+        tool = BrowserTool(ExaBackend(base_url=base))
+        text, _, error = call(tool, "search", {"query": "q"})
+    assert error is None and tool.pages[0].links == {0: "https://ok.test/"}

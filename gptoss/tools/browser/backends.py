@@ -133,11 +133,10 @@ class ExaBackend(_WebFetch):
                 "contents": {"text": {"maxCharacters": self.text_chars}}}
         data = request_json("POST", f"{self.base_url}/search", {"x-api-key": self.key}, body,
                             self.timeout, service="Exa")
-        return [SearchResult(title=r.get("title") or "", url=r["url"],
-                             snippet=_snippet(r.get("summary") or " ".join(r.get("highlights")
-                                                                           or []) or r.get("text")),
-                             text=r.get("text"))
-                for r in _results(data, ("results",), "Exa") if r.get("url")]
+        return [SearchResult(title=_str(r, "title"), url=_str(r, "url"),
+                             snippet=_snippet(_str(r, "summary") or _str(r, "text")),
+                             text=_str(r, "text") or None)
+                for r in _results(data, ("results",), "Exa") if _str(r, "url")]
 
 
 class YouBackend(_WebFetch):
@@ -157,10 +156,17 @@ class YouBackend(_WebFetch):
                             service="You.com")
         hits = _results(data, ("results", "web"), "You.com") + \
             _results(data, ("results", "news"), "You.com")
-        return [SearchResult(title=h.get("title") or "", url=h["url"],
-                             snippet=_snippet(" ".join(h.get("snippets") or [])
-                                              or h.get("description")))
-                for h in hits if h.get("url")][:topn]
+        return [SearchResult(title=_str(h, "title"), url=_str(h, "url"),
+                             snippet=_snippet(" ".join(s for s in h.get("snippets") or []
+                                                       if isinstance(s, str))
+                                              or _str(h, "description")))
+                for h in hits if _str(h, "url")][:topn]
+
+
+def _str(record: dict, key: str) -> str:
+    """A string field of an API record ("" when missing or not a string)."""
+    value = record.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _snippet(text: str | None, limit: int = 300) -> str:
