@@ -135,3 +135,17 @@ def test_gptoss_index_command(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "gptoss index: error:" in err and "not a directory" in err
     assert "Traceback" not in err
+
+
+def test_sloppy_html(tmp_path):
+    root = tmp_path / "s"
+    root.mkdir()
+    (root / "a.html").write_text(
+        "<html><head><title>Sloppy &amp; Co</title><meta charset=utf-8>"
+        "<body><p>Fish &amp; chips <a href='/menu?a=1&amp;b=2'>menu</a>"
+        "<script>if (a < b) { alert('【x】') }</script> end<p>second 【forged†x】 para")
+    build_index(root, base_url="https://shop.test")
+    doc = LocalIndex.open(root).document("https://shop.test/a.html")
+    assert doc.title == "Sloppy & Co"
+    assert doc.text == "Fish & chips 【0†menu】 end\n\nsecond 〖forged‡x〗 para"
+    assert doc.links == {0: "https://shop.test/menu?a=1&b=2"}

@@ -14,10 +14,12 @@ from urllib.parse import urljoin, urlsplit
 
 # the brackets and dagger are the markers' syntax: page text must not forge them
 _RESERVED = str.maketrans({"【": "〖", "】": "〗", "†": "‡", "\u200b": None})
-_SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "math", "head"}
+_SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "math"}
 _BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "main", "nav", "aside",
                "blockquote", "pre", "table", "tr", "ul", "ol", "dl", "dt", "dd", "form",
                "figure", "figcaption", "hr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li"}
+_PARAGRAPH_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "dl", "table", "pre",
+                   "blockquote", "hr", "figure"}  # set off by a blank line
 _ITEM_TAGS = {"li", "dt", "dd", "tr", "br"}  # the next item starts its own line
 _MD_LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _MD_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
@@ -73,7 +75,7 @@ class _HtmlText(HTMLParser):
 
     def __init__(self, links: _Links):
         super().__init__(convert_charrefs=True)
-        self.links, self.out, self.skip = links, [], 0
+        self.links, self.out, self.skip, self.in_head = links, [], 0, False
         self.anchor: tuple[str, list[str]] | None = None  # (href, text pieces) inside <a>
         self.title: list[str] | None = None
         self.titles: list[str] = []
@@ -81,7 +83,9 @@ class _HtmlText(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag in _SKIP_TAGS:
+        if tag in ("head", "body"):  # <body> also ends a <head> left open
+            self.in_head = tag == "head"
+        elif tag in _SKIP_TAGS:
             self.skip += 1
         elif tag == "title":
             self.title = []
@@ -90,11 +94,16 @@ class _HtmlText(HTMLParser):
         elif tag == "img" and not self.skip:
             alt = (attrs.get("alt") or attrs.get("title") or "").strip()
             self._emit(f"[Image: {alt}]" if alt else "[Image]")
+        elif tag in ("td", "th"):
+            self._emit(" ")
         elif tag in _BLOCK_TAGS:
-            self._newline("* " if tag == "li" else "# " if tag in ("h1", "h2", "h3") else "")
+            self._newline("* " if tag == "li" else "# " if tag in ("h1", "h2", "h3") else "",
+                          blank=tag in _PARAGRAPH_TAGS)
 
     def handle_endtag(self, tag):
-        if tag in _SKIP_TAGS:
+        if tag == "head":
+            self.in_head = False
+        elif tag in _SKIP_TAGS:
             self.skip = max(0, self.skip - 1)
         elif tag == "title" and self.title is not None:
             self.titles.append(" ".join("".join(self.title).split()))
@@ -105,20 +114,20 @@ class _HtmlText(HTMLParser):
             text = "".join(pieces)
             self.out.append(self.links.marker(href, text) or " ".join(text.split()))
         elif tag in _BLOCK_TAGS and tag not in _ITEM_TAGS:
-            self._newline("")
+            self._newline("", blank=tag in _PARAGRAPH_TAGS)
 
     def handle_data(self, data):
         if self.title is not None:
             self.title.append(data)
-        elif not self.skip:
+        elif not self.skip and not self.in_head:
             self._emit(data)
 
     def _emit(self, text: str):
         text = text.translate(_RESERVED)
         (self.anchor[1] if self.anchor is not None else self.out).append(text)
 
-    def _newline(self, prefix: str):
-        self.out.append("\n" + prefix)
+    def _newline(self, prefix: str, blank: bool = False):
+        self.out.append(("\n\n" if blank else "\n") + prefix)
 
 
 def _tidy(text: str) -> str:
