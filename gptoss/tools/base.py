@@ -37,7 +37,7 @@ class ToolOutput:
     item: what the server reports for the call (the Responses output item's details), e.g.
         python: {"code": ..., "outputs": [{"type": "logs", "logs": ...}]};
         browser: {"action": {"type": "search", "query": ...}} / {"type": "open_page", "url": ...}
-        / {"type": "find", "pattern": ..., "url": ...}.
+        / {"type": "find_in_page", "pattern": ..., "url": ...} (the openai client's names).
     error: None, or a one-line reason the call failed (the messages already tell the model).
     """
     messages: list[Message]
