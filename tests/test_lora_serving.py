@@ -15,9 +15,9 @@ import torch
 from gptoss.engine import LLM, PromptError, SamplingParams
 from gptoss.engine.sampler import SamplingParamsError
 from gptoss.finetune.export import merge_adapter
-from gptoss.finetune.lora import LoraError, LoraSpec, adapter_state, apply_lora
-from gptoss.finetune.peft_format import save_adapter
-from gptoss.weights.loader import load_model
+from gptoss.finetune.lora import LoraError, LoraSpec
+from gptoss.finetune.peft_format import expected_shapes, save_adapter
+from gptoss.weights.loader import load_model, open_checkpoint
 
 SPECS = {  # two adapters that differ in every way they can
     "a1": LoraSpec(rank=4, alpha=8),
@@ -27,14 +27,12 @@ SPECS = {  # two adapters that differ in every way they can
 
 def make_adapter(checkpoint, spec: LoraSpec, out, seed: int, std: float = 0.3):
     """A PEFT folder of `spec` on `checkpoint` with random (non-zero) A and B."""
-    model = load_model(checkpoint, dtype=torch.float32)
-    apply_lora(model, spec, seed=seed)
+    with open_checkpoint(checkpoint) as ckpt:
+        config = ckpt.config
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".lora." in name:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return save_adapter(adapter_state(model), spec, model.config, out)
+    state = {name: torch.randn(shape, generator=g) * std
+             for name, shape in expected_shapes(spec, config).items()}
+    return save_adapter(state, spec, config, out)
 
 
 def merged(checkpoint, adapter, out):
