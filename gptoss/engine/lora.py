@@ -51,6 +51,9 @@ class LoraAdapters:
             return cls()
         if not isinstance(lora, Mapping):
             raise LoraError(f"lora must map adapter names to folders, got {type(lora).__name__}")
+        if getattr(model, "lora_spec", None) is not None:
+            raise LoraError("the model carries training adapters (finetune.apply_lora); serve its "
+                            "base model with the exported adapter folder instead")
         adapters, folders = {}, {}
         for name, folder in lora.items():
             if not isinstance(name, str) or not name.strip():

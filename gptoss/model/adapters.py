@@ -60,7 +60,8 @@ class AdapterBatch:
         for b, adapter in enumerate(self.rows):
             if adapter is not None:
                 groups.setdefault(id(adapter), (adapter, []))[1].append(b)
-        self.groups = list(groups.values())  # [(adapter, its row indices)]
+        # [(adapter, its row indices)], the indices as a tensor once per pass
+        self.groups = [(a, torch.tensor(rows)) for a, rows in groups.values()]
 
     def __bool__(self) -> bool:
         return bool(self.groups)
@@ -79,7 +80,7 @@ class AdapterBatch:
         for adapter, rows in self.groups:
             if not adapter.has(layer, targets):
                 continue
-            index = torch.tensor(rows, device=x.device)
+            index = rows.to(x.device)
             xs = x.index_select(0, index)
             parts = [adapter.delta(layer, t, xs) for t in targets]
             parts = [p if p is not None else xs.new_zeros(*xs.shape[:-1], n, dtype=torch.float32)
@@ -94,6 +95,6 @@ class AdapterBatch:
         out = []
         for adapter, rows in self.groups:
             if adapter.has(layer, EXPERTS):
-                tokens = (torch.tensor(rows)[:, None] * T + torch.arange(T)).flatten()
+                tokens = (rows[:, None] * T + torch.arange(T)).flatten()
                 out.append((adapter, tokens))
         return out
