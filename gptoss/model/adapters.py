@@ -1,11 +1,11 @@
 """Serving LoRA adapters without merging: low-rank deltas added per batch row.
 
 The base weights (packed MXFP4 experts and the native kernels included) stay untouched. An
-`Adapter` holds one adapter's matrices in fp32 on the model's device (they are small; the
-deltas are computed in fp32 and added to the base outputs with one rounding, so a bf16 model
-keeps the update more exactly than a merge into bf16 weights would); an `AdapterBatch` binds
-adapters to the rows of one forward pass (row b is computed by `adapters[b]`, None = the base)
-and is passed explicitly down the blocks (`Transformer.hidden_states(..., adapters=)`).
+`Adapter` holds one adapter's matrices in fp32 on the model's device (they are small; each
+delta is computed in fp32 and rounded once, with the output it joins, where a merge into bf16
+weights would round the merged weights); an `AdapterBatch` binds adapters to the rows of one
+forward pass (row b is computed by `rows[b]`, None = the base) and is passed explicitly down
+the blocks (`Transformer.hidden_states(..., adapters=)`).
 
   attention   y = base(x) + s * (x A^T) B^T on the rows of each adapter (q, k, v on the fused
               qkv output, o on the output projection), A [r, in], B [out, r]
