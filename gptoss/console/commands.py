@@ -11,6 +11,7 @@ from pathlib import Path
 
 EFFORTS = ("low", "medium", "high")
 DTYPES = ("bfloat16", "float32", "float16")
+CONSOLE_ADAPTER = "lora"  # the engine's name for the one --lora adapter of generate / chat
 
 
 class ToolsFileError(ValueError):
@@ -33,6 +34,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=None, metavar="N", help="context limit")
     p.add_argument("--kv-cache-tokens", type=int, default=32768, metavar="N",
                    help="KV positions of the full-attention layers, all requests together")
+
+
+def _lora_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora", type=Path, default=None, metavar="DIR",
+                   help="answer with this PEFT adapter folder on the model (not merged)")
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -63,6 +69,7 @@ def register(subparsers) -> None:
                                           "reply: reasoning dimmed, the answer plainly.")
     g.add_argument("prompt")
     add_model_arguments(g)
+    _lora_arg(g)
     _sampling_args(g)
     _prompt_args(g)
     mode = g.add_mutually_exclusive_group()
@@ -75,6 +82,7 @@ def register(subparsers) -> None:
                               description="Chat on the terminal. Commands: /reset, /effort "
                                           "low|medium|high, /reasoning show|hide, /help, /quit.")
     add_model_arguments(c)
+    _lora_arg(c)
     _sampling_args(c)
     _prompt_args(c)
     c.add_argument("--tools", type=Path, default=None, metavar="FILE",
@@ -94,7 +102,8 @@ def llm_options(args: argparse.Namespace) -> dict:
 
 def build_llm(args: argparse.Namespace):
     from ..engine import LLM
-    return LLM(args.model, **llm_options(args))
+    lora = {CONSOLE_ADAPTER: args.lora} if getattr(args, "lora", None) else None
+    return LLM(args.model, lora=lora, **llm_options(args))
 
 
 def _read_json(path: Path, what: str, error: type[Exception]):
@@ -125,7 +134,8 @@ def sampling_params(args: argparse.Namespace, schema: dict | None = None):
     from ..engine import SamplingParams, StructuredOutput
     structured = StructuredOutput(json_schema=schema) if schema is not None else None
     return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                          seed=args.seed, max_tokens=args.max_tokens, structured_output=structured)
+                          seed=args.seed, max_tokens=args.max_tokens, structured_output=structured,
+                          lora=CONSOLE_ADAPTER if getattr(args, "lora", None) else None)
 
 
 def use_color(args: argparse.Namespace, out=None) -> bool:

@@ -26,6 +26,14 @@ def chain_hash(previous: bytes | None, token_ids: Sequence[int]) -> bytes:
     return h.digest()
 
 
+def adapter_salt(name: str | None) -> bytes | None:
+    """Where the hash chain of a request computed by LoRA adapter `name` starts (None: the base
+    model), so that KV blocks of different adapters never match each other."""
+    if name is None:
+        return None
+    return hashlib.blake2b(b"lora:" + name.encode(), digest_size=16).digest()
+
+
 @dataclass
 class Block:
     block_id: int

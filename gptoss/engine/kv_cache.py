@@ -49,6 +49,7 @@ class PrefixHit:
 class SeqBlocks:
     tables: list[list[int]]  # per group: logical block -> block id or -1
     hashes: list[bytes]      # chain hashes of the full blocks registered so far
+    salt: bytes | None = None  # where the chain starts (block_pool.adapter_salt)
 
 
 class PagedKVCache:
@@ -118,8 +119,9 @@ class PagedKVCache:
                 return False
         return True
 
-    def admit(self, seq_id: str, hit: PrefixHit) -> None:
-        """Start a sequence's tables from a prefix hit (taking references to its blocks)."""
+    def admit(self, seq_id: str, hit: PrefixHit, salt: bytes | None = None) -> None:
+        """Start a sequence's tables from a prefix hit (taking references to its blocks); its
+        block hashes chain from `salt` (the one `find_prefix` was given)."""
         if seq_id in self.seqs:
             raise ValueError(f"sequence {seq_id!r} already holds KV blocks")
         tables = [list(t) for t in hit.tables] if hit.tables else [[] for _ in self.groups]
@@ -127,7 +129,7 @@ class PagedKVCache:
             for b in table:
                 if b >= 0:
                     g.pool.acquire(b)
-        self.seqs[seq_id] = SeqBlocks(tables, list(hit.hashes))
+        self.seqs[seq_id] = SeqBlocks(tables, list(hit.hashes), salt)
 
     def free(self, seq_id: str) -> None:
         """Release every block of the sequence at once (finish, cancel, preemption)."""
@@ -147,7 +149,7 @@ class PagedKVCache:
         while self.prefix_caching and (len(seq.hashes) + 1) * bs <= num_computed:
             j = len(seq.hashes)
             tokens = token_ids[j * bs:(j + 1) * bs]
-            seq.hashes.append(chain_hash(seq.hashes[-1] if seq.hashes else None, tokens))
+            seq.hashes.append(chain_hash(seq.hashes[-1] if seq.hashes else seq.salt, tokens))
             for g, table in zip(self.groups, seq.tables):
                 if table[j] >= 0:
                     g.pool.register(table[j], seq.hashes[j], tokens)
@@ -161,8 +163,9 @@ class PagedKVCache:
                     table[j] = -1
 
     # ---- prefix cache ------------------------------------------------------------------------
-    def find_prefix(self, token_ids: Sequence[int]) -> PrefixHit:
-        """The longest cached block-aligned prefix usable by a new sequence (no side effects).
+    def find_prefix(self, token_ids: Sequence[int], salt: bytes | None = None) -> PrefixHit:
+        """The longest cached block-aligned prefix usable by a new sequence whose hashes chain
+        from `salt` (no side effects).
 
         At least one token is left to compute (its logits are needed). Full-attention groups
         need every block of the prefix; a sliding group needs only the blocks its first new
@@ -173,7 +176,7 @@ class PagedKVCache:
             return PrefixHit()
         hashes: list[bytes] = []
         for j in range((len(token_ids) - 1) // bs):
-            hashes.append(chain_hash(hashes[-1] if hashes else None, token_ids[j * bs:(j + 1) * bs]))
+            hashes.append(chain_hash(hashes[-1] if hashes else salt, token_ids[j * bs:(j + 1) * bs]))
         found = [[g.pool.lookup(h, token_ids[j * bs:(j + 1) * bs]) for j, h in enumerate(hashes)]
                  for g in self.groups]
         for k in range(len(hashes), 0, -1):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -23,6 +23,7 @@ from .chat_output import ChatOutput
 from .config import EngineConfig
 from .constraints import StructuredOutput, constraint_for
 from .kv_cache import PagedKVCache
+from .lora import LoraAdapters
 from .request import ContextLengthError, PromptError, Request, RequestOutput, output_limit
 from .runner import ModelRunner
 from .sampler import LogitsProcessor, SamplingParams
@@ -49,11 +50,14 @@ class EngineStats:
 class LLM:
     """`LLM(model)`: `model` is a checkpoint folder, a Hugging Face repo id (downloaded and
     cached) or an already built `Transformer`. `dequantize=True` holds the experts in `dtype`
-    instead of packed MXFP4. Engine settings come from `engine_config` or keyword overrides
-    (see `EngineConfig`)."""
+    instead of packed MXFP4. `lora={name: folder}` serves PEFT adapter folders without merging:
+    a request uses one by name (`SamplingParams(lora=name)`, or `lora=` of `generate` / `chat`),
+    the others get the base model. Engine settings come from `engine_config` or keyword
+    overrides (see `EngineConfig`)."""
 
     def __init__(self, model: str | Path | torch.nn.Module, *, tokenizer=None,
                  dtype: torch.dtype = torch.bfloat16, device: str = "cpu", dequantize: bool = False,
+                 lora: Mapping[str, str | Path] | None = None,
                  engine_config: EngineConfig | None = None, **engine_overrides: Any):
         if isinstance(model, torch.nn.Module):
             self.model, folder = model.eval(), None
@@ -62,6 +66,7 @@ class LLM:
             self.model = load_model(folder, device=device, dtype=dtype, dequantize=dequantize)
         self.tokenizer = tokenizer if tokenizer is not None else get_tokenizer(folder)
         self.model_config = self.model.config
+        self.lora = LoraAdapters.load(lora, self.model)
         # what a request stops on unless its SamplingParams say otherwise
         self.eos_token_ids = generation_eos_token_ids(folder)
         cfg = engine_config or EngineConfig()
@@ -77,7 +82,7 @@ class LLM:
             device=param.device, prefix_caching=cfg.prefix_caching)
         self.scheduler = Scheduler(self.cache, max_num_seqs=cfg.max_num_seqs,
                                    max_num_batched_tokens=cfg.max_num_batched_tokens)
-        self.runner = ModelRunner(self.model, self.cache)
+        self.runner = ModelRunner(self.model, self.cache, adapters=self.lora)
         self.requests: dict[str, Request] = {}
 
     # ---- the step loop -----------------------------------------------------------------------
@@ -90,6 +95,7 @@ class LLM:
         the caller's thread; ConstraintError for a bad schema); it is the request's logits
         processor, so `logits_processor` must then be None."""
         params = params or SamplingParams()
+        self.lora.check(params.lora)
         ids = self.encode_prompt(prompt)
         max_tokens = output_limit(self.context_length, len(ids), params.max_tokens)
         if params.structured_output is not None:
@@ -140,15 +146,19 @@ class LLM:
 
     # ---- offline API -------------------------------------------------------------------------
     def generate(self, prompts: Prompt | Sequence[Prompt],
-                 params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
+                 params: SamplingParams | Sequence[SamplingParams] | None = None, *,
+                 lora: str | None = None) -> list[RequestOutput]:
         """Generate for every prompt (token-id lists, or strings encoded as plain text) at once;
-        outputs come back in prompt order."""
+        outputs come back in prompt order. `lora` names the adapter of every prompt (else each
+        SamplingParams' own `lora`)."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
         if params is None or isinstance(params, SamplingParams):
             params = [params or SamplingParams()] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError(f"generate: {len(prompts)} prompts but {len(params)} SamplingParams")
+        if lora is not None:
+            params = [dataclasses.replace(sp, lora=lora) for sp in params]
         requests = [self.make_request(p, sp) for p, sp in zip(prompts, params)]
         for request in requests:
             self.add_request(request)
@@ -159,7 +169,7 @@ class LLM:
     def chat(self, messages: Sequence[dict], params: SamplingParams | None = None, *,
              reasoning_effort: str | None = None, tools: Sequence[dict] | None = None,
              tool_choice: Any = None, response_format: dict | None = None,
-             logits_processor: LogitsProcessor | None = None,
+             logits_processor: LogitsProcessor | None = None, lora: str | None = None,
              **render_options: Any) -> ChatOutput:
         """Render chat-completions style messages as harmony (`render_options`: model_identity,
         current_date, builtin_tools), generate, and split the reply into reasoning, answer and
@@ -168,8 +178,11 @@ class LLM:
         `tool_choice` ("required" or a named function) and a json_object / json_schema
         `response_format` are enforced by constrained decoding, unless `params` already carries a
         `structured_output` or a `logits_processor` is given. Stop strings (`params.stop`) apply
-        to the answer's text only, as in the server."""
+        to the answer's text only, as in the server. `lora` names the adapter that answers
+        (else `params.lora`)."""
         params = params or SamplingParams()
+        if lora is not None:
+            params = dataclasses.replace(params, lora=lora)
         prompt = render_chat(list(messages), tools=tools, reasoning_effort=reasoning_effort,
                              tool_choice=tool_choice, response_format=response_format,
                              **render_options)

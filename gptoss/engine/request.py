@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .block_pool import adapter_salt
 from .detokenizer import Detokenizer, decode_text
 from .sampler import LogitsProcessor, SamplingParams, TokenLogprobs
 
@@ -111,6 +112,11 @@ class Request:
     @property
     def all_token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def cache_salt(self) -> bytes | None:
+        """Where its prefix-cache hashes start: KV computed by one adapter is not another's."""
+        return adapter_salt(self.params.lora)
 
     @property
     def num_tokens(self) -> int:

@@ -4,6 +4,8 @@ Chunks of similar length share a forward pass as rows of one [B, T] batch (paddi
 -1); a long prefill chunk and single-token decodes run as separate passes, so that padding never
 multiplies the work (the model computes padded tokens too). Logits are computed only for the
 last token of each chunk that samples (the unembedding is the largest matrix of the model).
+Rows of different LoRA adapters (and of the base model) share a pass: each row adds its own
+adapter's deltas (engine/lora.py).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Sequence
 import torch
 
 from .kv_cache import PagedKVCache
+from .lora import LoraAdapters
 from .sampler import Sampler, SamplerOutput
 from .scheduler import ScheduledChunk, SchedulerOutput
 
@@ -37,9 +40,11 @@ def group_chunks(chunks: Sequence[ScheduledChunk]) -> list[list[ScheduledChunk]]
 class ModelRunner:
     """`run(step) -> SamplerOutput` with one token per sampling chunk, in chunk order."""
 
-    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, sampler: Sampler | None = None):
+    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, sampler: Sampler | None = None,
+                 adapters: LoraAdapters | None = None):
         self.model, self.cache = model, cache
         self.sampler = sampler or Sampler()
+        self.adapters = adapters or LoraAdapters()
         self.device = next(model.parameters()).device
 
     @torch.inference_mode()
@@ -68,4 +73,5 @@ class ModelRunner:
             pos[b, :chunk.length] = torch.arange(chunk.start, chunk.start + chunk.length)
             rows.append((chunk.request.request_id, chunk.start, chunk.length))
         view = self.cache.view(rows, T)
-        return self.model.hidden_states(ids.to(self.device), pos.to(self.device), view)
+        lora = self.adapters.batch([chunk.request.params.lora for chunk in group])
+        return self.model.hidden_states(ids.to(self.device), pos.to(self.device), view, lora)

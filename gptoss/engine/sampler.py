@@ -49,6 +49,9 @@ class SamplingParams:
     logprobs: int | None = None       # top-n logprobs per generated token (0..20)
     # enforce a JSON answer or a tool call by grammar-constrained decoding (engine/constraints.py)
     structured_output: StructuredOutput | None = None
+    # the LoRA adapter (its name in `LLM(..., lora={name: folder})`) that computes this request;
+    # None: the base model
+    lora: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -105,6 +108,9 @@ class SamplingParams:
             if not isinstance(text, str) or not text:
                 raise SamplingParamsError(f"SamplingParams.stop entries must be non-empty strings, "
                                           f"got {text!r}")
+        if self.lora is not None and (not isinstance(self.lora, str) or not self.lora):
+            raise SamplingParamsError(f"SamplingParams.lora must be an adapter name or None, "
+                                      f"got {self.lora!r}")
 
     @property
     def greedy(self) -> bool:

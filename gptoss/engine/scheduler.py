@@ -102,7 +102,7 @@ class Scheduler:
                 return 0
 
     def _admit(self, request: Request, budget: int) -> ScheduledChunk | None:
-        hit = self.cache.find_prefix(request.all_token_ids)
+        hit = self.cache.find_prefix(request.all_token_ids, request.cache_salt)
         n = min(request.num_tokens - hit.num_tokens, budget)
         # admit only if the whole prompt fits now (its first chunk may be shorter), so that a
         # long prompt does not start, stall and get preempted over and over
@@ -110,7 +110,7 @@ class Scheduler:
             n //= 2
         if not n:
             return None
-        self.cache.admit(request.request_id, hit)
+        self.cache.admit(request.request_id, hit, request.cache_salt)
         self.cache.allocate(request.request_id, hit.num_tokens, hit.num_tokens + n)
         if not request.output_token_ids:  # first admission, not a recomputation
             request.num_cached_tokens = hit.num_tokens

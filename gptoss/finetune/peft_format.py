@@ -91,11 +91,15 @@ def save_adapter(state: dict[str, torch.Tensor], spec: LoraSpec, config: ModelCo
 
 
 def _spec_from(cfg: dict, where: Path) -> LoraSpec:
+    if not isinstance(cfg, dict):
+        raise LoraError(f"{where}: expected a JSON object, got {type(cfg).__name__}")
     if cfg.get("peft_type") != "LORA":
         raise LoraError(f"{where}: peft_type is {cfg.get('peft_type')!r}, only LORA is supported")
     for key in ("rank_pattern", "alpha_pattern"):
         if cfg.get(key):
             raise LoraError(f"{where}: per-module {key} is not supported")
+    if cfg.get("layers_to_transform") is not None:
+        raise LoraError(f"{where}: layers_to_transform is not supported (adapt every layer)")
     for key in ("use_dora", "fan_in_fan_out"):
         if cfg.get(key):
             raise LoraError(f"{where}: {key}=true is not supported")
@@ -108,15 +112,52 @@ def _spec_from(cfg: dict, where: Path) -> LoraSpec:
                         "list of q_proj, k_proj, v_proj, o_proj")
     back = {v: k for k, v in _ATTN.items()}
     unknown = [m for m in modules if m not in back]
-    unknown += [p for p in cfg.get("target_parameters") or [] if _expert_target(p) is None]
+    params = cfg.get("target_parameters") or []
+    if isinstance(params, str) or not all(isinstance(p, str) for p in params):
+        raise LoraError(f"{where}: target_parameters must be a list of names such as "
+                        f"mlp.experts.gate_up_proj, got {params!r}")
+    unknown += [p for p in params if _expert_target(p) is None]
     if unknown:
         raise LoraError(f"{where}: targets {unknown} are not gpt-oss attention projections or "
                         "expert tensors")
-    return LoraSpec(rank=int(cfg["r"]), alpha=float(cfg.get("lora_alpha", 8)),
-                    attention=tuple(t for t in "qkvo" if _ATTN[t] in modules),
-                    experts=tuple(t for t in ("mlp1", "mlp2") if t in {
-                        _expert_target(p) for p in cfg.get("target_parameters") or []}),
-                    rslora=bool(cfg.get("use_rslora", False)))
+    if "r" not in cfg:
+        raise LoraError(f"{where}: no rank (`r`)")
+    try:
+        return LoraSpec(rank=cfg["r"], alpha=cfg.get("lora_alpha", 8),
+                        attention=tuple(t for t in "qkvo" if _ATTN[t] in modules),
+                        experts=tuple(t for t in ("mlp1", "mlp2")
+                                      if t in {_expert_target(p) for p in params}),
+                        rslora=bool(cfg.get("use_rslora", False)))
+    except LoraError as exc:
+        raise LoraError(f"{where}: {exc}") from None
+
+
+def expected_shapes(spec: LoraSpec, config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every adapter tensor `spec` gives a model of `config` (gptoss names)."""
+    c, r, E = config, spec.rank, config.num_experts
+    io = {"q": (c.hidden_size, c.q_dim), "k": (c.hidden_size, c.kv_dim),
+          "v": (c.hidden_size, c.kv_dim), "o": (c.q_dim, c.hidden_size),
+          "mlp1": (c.hidden_size, 2 * c.intermediate_size),
+          "mlp2": (c.intermediate_size, c.hidden_size)}
+    shapes = {}
+    for n in range(c.num_layers):
+        for t in spec.attention:
+            shapes[f"block.{n}.attn.lora.{t}.A"] = (r, io[t][0])
+            shapes[f"block.{n}.attn.lora.{t}.B"] = (io[t][1], r)
+        for t in spec.experts:
+            shapes[f"block.{n}.mlp.lora.{t}.A"] = (E, r, io[t][0])
+            shapes[f"block.{n}.mlp.lora.{t}.B"] = (E, io[t][1], r)
+    return shapes
+
+
+def _check_shapes(spec: LoraSpec, state: dict[str, torch.Tensor], config: ModelConfig,
+                  where: Path) -> None:
+    for name, shape in expected_shapes(spec, config).items():
+        if tuple(state[name].shape) != shape:
+            raise LoraError(f"{where}: {name} is {list(state[name].shape)} but the base model "
+                            f"(hidden {config.hidden_size}, {config.num_heads} heads, "
+                            f"{config.num_experts} experts) needs {list(shape)}; the adapter was "
+                            "made for another model")
 
 
 def load_adapter(folder: str | Path, config: ModelConfig
@@ -158,4 +199,5 @@ def load_adapter(folder: str | Path, config: ModelConfig
             raise LoraError(f"{folder / WEIGHTS_NAME}: {key} is {list(t.shape)}, which does not "
                             f"hold rank {r} for {E} experts") from None
         out[name] = t
+    _check_shapes(spec, out, config, folder / WEIGHTS_NAME)
     return spec, out

@@ -8,6 +8,7 @@ from torch import nn
 from ..kernels import reference as ref
 from ..kernels.cpu import attention as cpu_attention
 from ..kernels.cpu import library as native
+from .adapters import AdapterBatch
 from .layers import RMSNorm
 
 
@@ -39,10 +40,14 @@ class AttentionBlock(nn.Module):
         self.out = nn.Linear(q_dim, hidden, bias=True, dtype=dtype, device=device)
         self.scale = head_dim ** -0.5
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cos_sin, cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cos_sin, cache=None,
+                adapters: AdapterBatch | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        qkv = self.project_qkv(self.norm(x))  # [B, T, Q+2K]
+        h = self.norm(x)
+        qkv = self.project_qkv(h)  # [B, T, Q+2K]
         q_dim, kv_dim = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        if adapters:
+            qkv = adapters.add_qkv(self.layer, h, qkv, (q_dim, kv_dim, kv_dim))
         q = qkv[..., :q_dim].view(B, T, self.num_heads, self.head_dim)
         k = qkv[..., q_dim:q_dim + kv_dim].view(B, T, self.num_kv_heads, self.head_dim)
         v = qkv[..., q_dim + kv_dim:].view(B, T, self.num_kv_heads, self.head_dim)
@@ -60,7 +65,8 @@ class AttentionBlock(nn.Module):
                 t.requires_grad for t in (q, k, v, self.sinks))
             attn = attention_kernel(x.device, T, needs_grad)(q, k, v, self.sinks, visible,
                                                              self.scale)
-        return x + self.project_out(attn)
+        y = self.project_out(attn)
+        return x + (adapters.add_out(self.layer, attn, y) if adapters else y)
 
     def project_qkv(self, h: torch.Tensor) -> torch.Tensor:
         """[B, T, H] -> [B, T, Q+2K] (fine-tuning adds its adapters here)."""

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..kernels.cpu import library as native
+from .adapters import AdapterBatch
 from .attention import AttentionBlock
 from .layers import RMSNorm, Rotary
 from .moe import MLPBlock
@@ -28,9 +29,11 @@ class TransformerBlock(nn.Module):
         self.mlp = MLPBlock(hidden=c.hidden_size, intermediate=c.intermediate_size,
                             num_experts=c.num_experts, top_k=c.experts_per_token,
                             limit=c.swiglu_limit, alpha=c.swiglu_alpha, eps=c.rms_norm_eps,
-                            packed=packed, dtype=dtype, device=device)
+                            packed=packed, dtype=dtype, device=device, layer=layer)
 
-    def forward(self, x, positions, cos_sin, cache=None):
+    def forward(self, x, positions, cos_sin, cache=None, adapters: AdapterBatch | None = None):
+        if adapters:  # (the module swaps of finetune/lora.py take no adapters)
+            return self.mlp(self.attn(x, positions, cos_sin, cache, adapters), adapters)
         return self.mlp(self.attn(x, positions, cos_sin, cache))
 
 
@@ -68,16 +71,17 @@ class Transformer(nn.Module):
         return self.embedding.weight.device
 
     def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
-                      cache=None) -> torch.Tensor:
+                      cache=None, adapters: AdapterBatch | None = None) -> torch.Tensor:
         """input_ids [B, T] -> final-normed hidden states [B, T, H]. Raises TokenIdError for an
-        id outside [0, vocab_size) (padding positions too: pad with a valid id such as 0)."""
+        id outside [0, vocab_size) (padding positions too: pad with a valid id such as 0).
+        `adapters` adds each row's LoRA deltas (model/adapters.py); None: the base model."""
         self._check_ids(input_ids)
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         x = self.embedding(input_ids)
         cos_sin = self.rotary.cos_sin(positions)
         for block in self.block:
-            x = block(x, positions, cos_sin, cache)
+            x = block(x, positions, cos_sin, cache, adapters)
         return self.norm(x)
 
     def _check_ids(self, input_ids: torch.Tensor) -> None:
@@ -94,5 +98,5 @@ class Transformer(nn.Module):
         return native.linear_or_torch(hidden, self.unembedding.weight)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
-                cache=None) -> torch.Tensor:
-        return self.logits(self.hidden_states(input_ids, positions, cache))
+                cache=None, adapters: AdapterBatch | None = None) -> torch.Tensor:
+        return self.logits(self.hidden_states(input_ids, positions, cache, adapters))

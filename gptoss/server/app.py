@@ -121,15 +121,20 @@ def _install_routes(app: FastAPI, ctx: ServerContext) -> None:
     async def metrics():
         return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    def card(name: str) -> ModelCard:
+        lora = ctx.check_model(name)
+        return ModelCard(id=name, max_model_len=ctx.engine.context_length,
+                         root=ctx.options.lora.get(lora) if lora else None,
+                         parent=ctx.model_name if lora else None)
+
     @app.get("/v1/models")
     async def models():
-        card = ModelCard(id=ctx.model_name, max_model_len=ctx.engine.context_length)
-        return ModelList(data=[card]).model_dump()
+        names = (ctx.model_name,) + ctx.options.lora_names
+        return ModelList(data=[card(n) for n in names]).model_dump()
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str):
-        ctx.check_model(model_id)
-        return ModelCard(id=model_id, max_model_len=ctx.engine.context_length).model_dump()
+        return card(model_id).model_dump()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):

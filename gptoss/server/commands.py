@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     add_model_arguments(p)
     p.add_argument("--served-model-name", default=None, metavar="NAME",
                    help="the model name clients use (default: the repo id or folder name)")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME=DIR",
+                   help="serve the PEFT adapter folder DIR without merging, to requests whose "
+                        "`model` is NAME (repeatable; the base model's name serves the base)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("GPTOSS_API_KEY"), metavar="KEY",
@@ -31,6 +34,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def parse_lora(entries: list[str]) -> dict[str, str]:
+    """`--lora NAME=DIR` entries -> {NAME: DIR}; ValueError for a malformed or repeated one."""
+    adapters: dict[str, str] = {}
+    for entry in entries:
+        name, sep, folder = entry.partition("=")
+        if not sep or not name.strip() or not folder:
+            raise ValueError(f"--lora {entry!r}: expected NAME=DIR (an adapter name, then the "
+                             "PEFT adapter folder)")
+        if name in adapters:
+            raise ValueError(f"--lora: the adapter name {name!r} is given twice")
+        adapters[name] = folder
+    return adapters
+
+
 def run(args: argparse.Namespace) -> int:
     from .app import create_app, serve
     from .context import ServerOptions, model_names_for
@@ -38,12 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from .store import default_db_path
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    engine = AsyncEngine.from_model(args.model, max_num_seqs=args.max_num_seqs, **llm_options(args))
+    lora = parse_lora(args.lora)
     options = ServerOptions(model_names=model_names_for(args.model, args.served_model_name),
                             api_key=args.api_key, db_path=args.db or default_db_path(),
-                            max_tokens_default=args.max_tokens_default)
+                            max_tokens_default=args.max_tokens_default, lora=lora)
+    engine = AsyncEngine.from_model(args.model, max_num_seqs=args.max_num_seqs, lora=lora or None,
+                                    **llm_options(args))
     app = create_app(engine, options)
-    print(f"gptoss serve: {options.model_names[0]} on http://{args.host}:{args.port}/v1 "
+    served = ", ".join((options.model_names[0],) + options.lora_names)
+    print(f"gptoss serve: {served} on http://{args.host}:{args.port}/v1 "
           f"(context {engine.context_length} tokens)", flush=True)
     serve(app, args.host, args.port, log_level=args.log_level)
     return 0

@@ -7,7 +7,7 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, Mapping, TypeVar
 
 from ..engine import ContextLengthError, output_limit
 from .engine_client import EngineClient
@@ -25,10 +25,21 @@ class ServerOptions:
     api_key: str | None = None              # when set, /v1/* needs `Authorization: Bearer KEY`
     db_path: str | Path = ":memory:"        # the response store (store.py); ":memory:" keeps nothing
     max_tokens_default: int | None = None   # output limit when a request gives none (None: context)
+    # the engine's LoRA adapters, name -> folder: a request's `model` picks one by name
+    lora: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def lora_names(self) -> tuple[str, ...]:
+        return tuple(self.lora)
 
     def __post_init__(self) -> None:
         if not self.model_names or not all(isinstance(n, str) and n for n in self.model_names):
             raise ValueError("ServerOptions.model_names must hold at least one non-empty name")
+        object.__setattr__(self, "lora", {n: str(f) for n, f in dict(self.lora).items()})
+        clash = [n for n in self.lora_names if n in self.model_names]
+        if clash:
+            raise ValueError(f"LoRA adapter name {clash[0]!r} is also a name of the base model; "
+                             "give the adapter another name")
 
 
 def model_names_for(model: str | os.PathLike, served_name: str | None = None) -> tuple[str, ...]:
@@ -55,10 +66,16 @@ class ServerContext:
     def model_name(self) -> str:
         return self.options.model_names[0]
 
-    def check_model(self, model: str) -> None:
+    def check_model(self, model: str) -> str | None:
+        """The LoRA adapter a request's `model` names (None: the base model); a 404 error for a
+        name the server does not serve."""
+        if model in self.options.lora_names:
+            return model
         if model not in self.options.model_names:
+            served = ", ".join(f"`{n}`" for n in (self.model_name,) + self.options.lora_names)
             raise APIError(404, f"The model `{model}` does not exist; this server serves "
-                                f"`{self.model_name}`.", param="model", code="model_not_found")
+                                f"{served}.", param="model", code="model_not_found")
+        return None
 
     def token_limit(self, prompt_len: int, requested: int | None, param: str) -> int:
         """The output-token limit: the request's, else the default, else the context's room (the

@@ -2,7 +2,7 @@
 
 chat.py and responses.py translate their wire format into a `GenerationRequest` (chat-completions
 terms: messages, tools, tool_choice, response_format) and `start` does the rest, in order:
-check the model → render the harmony prompt → the output-token limit (the engine's context rule)
+check the model (the base, or a LoRA adapter by name) → render the harmony prompt → the output-token limit (the engine's context rule)
 → the structured output to enforce (`engine.StructuredOutput`) → sampling parameters → submit one
 engine request per choice, each with its own `HarmonyOutput` (`generation.Generation`).
 Each failure is an OpenAI error naming the request field (`*_param`) it came from.
@@ -51,7 +51,7 @@ class GenerationRequest:
 async def start(ctx: ServerContext, req: GenerationRequest) -> list[Generation]:
     """Submit `req.n` generations (choice i seeded `seed + i`); raises APIError before any
     token is generated when the request cannot run."""
-    ctx.check_model(req.model)
+    lora = ctx.check_model(req.model)
     prompt = await _render(req)
     limit = ctx.token_limit(len(prompt), req.max_tokens, req.max_tokens_param)
     structured = StructuredOutput.for_chat(
@@ -60,7 +60,8 @@ async def start(ctx: ServerContext, req: GenerationRequest) -> list[Generation]:
     arrival, generations = time.monotonic(), []
     try:
         for i in range(req.n):
-            params = _sampling(req, limit, None if req.seed is None else req.seed + i, structured)
+            params = _sampling(req, limit, None if req.seed is None else req.seed + i, structured,
+                               lora)
             generations.append(await _submit(ctx, req, prompt, params, arrival))
     except BaseException:
         for g in generations:
@@ -79,13 +80,14 @@ async def _render(req: GenerationRequest) -> list[int]:
 
 
 def _sampling(req: GenerationRequest, limit: int, seed: int | None,
-              structured: StructuredOutput | None) -> SamplingParams:
+              structured: StructuredOutput | None, lora: str | None) -> SamplingParams:
     try:
         return SamplingParams(
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p, seed=seed, max_tokens=limit,
             logprobs=req.logprobs, presence_penalty=req.presence_penalty or 0.0,
-            frequency_penalty=req.frequency_penalty or 0.0, structured_output=structured)
+            frequency_penalty=req.frequency_penalty or 0.0, structured_output=structured,
+            lora=lora)
     except SamplingParamsError as exc:
         raise InvalidRequest(str(exc)) from None
 

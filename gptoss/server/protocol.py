@@ -284,6 +284,8 @@ class ModelCard(BaseModel):
     created: int = Field(default_factory=now)
     owned_by: str = "gptoss"
     max_model_len: int | None = None
+    root: str | None = None     # what it was loaded from (a LoRA adapter's folder)
+    parent: str | None = None   # for a LoRA adapter: the base model it applies to
 
 
 class ModelList(BaseModel):
