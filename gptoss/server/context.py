@@ -7,9 +7,10 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, Mapping, TypeVar
 
 from ..engine import ContextLengthError, output_limit
+from ..tools.base import BuiltinTool
 from .engine_client import EngineClient
 from .metrics import Metrics
 from .protocol import APIError, InvalidRequest
@@ -25,6 +26,9 @@ class ServerOptions:
     api_key: str | None = None              # when set, /v1/* needs `Authorization: Bearer KEY`
     db_path: str | Path = ":memory:"        # the response store (store.py); ":memory:" keeps nothing
     max_tokens_default: int | None = None   # output limit when a request gives none (None: context)
+    # built-in tools a Responses request may ask for: namespace ("python" | "browser") -> a
+    # factory of a new BuiltinTool (one per response; closed when the response ends)
+    builtin_tools: Mapping[str, Callable[[], BuiltinTool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.model_names or not all(isinstance(n, str) and n for n in self.model_names):
