@@ -1,7 +1,9 @@
 """The sandbox's inside: run as a script (stdlib only, never imported by the engine) as the first
 process of fresh mount, network and PID namespaces (`unshare`, see sandbox.py), it hides
 directories, mounts a size-limited private working directory, sets rlimits, drops to an
-unprivileged user and execs the program.
+unprivileged user, then runs the program as its child and reaps (it is the namespace's init).
+It exits with the program's status (128 + N when signal N ended it); when it exits, the
+kernel kills everything left in the namespace.
 
     python jail.py SPEC_JSON
 
@@ -58,7 +60,8 @@ def _hide(spec):
 def _limit(rlimits):
     for name, value in rlimits.items():
         kind = getattr(resource, f"RLIMIT_{name}")
-        resource.setrlimit(kind, (value, value))
+        # CPU: SIGXCPU at the soft limit (a reason the parent can name), SIGKILL 1 s later
+        resource.setrlimit(kind, (value, value + 1 if name == "CPU" else value))
 
 
 def _drop(uid, gid, workdir):
@@ -84,8 +87,30 @@ def main():
     except OSError as exc:
         sys.stderr.write(f"jail: {exc}\n")
         sys.exit(125)
-    argv = spec["argv"]
-    os.execve(argv[0], argv, spec["env"])
+    sys.exit(_run(spec["argv"], spec["env"]))
+
+
+def _run(argv, env):
+    """Fork the program and reap every process until it ends (we are the namespace's init:
+    orphans are reparented to us); its status as an exit code, 128 + N for signal N."""
+    try:
+        child = os.fork()
+    except OSError as exc:
+        sys.stderr.write(f"jail: cannot start the program: {exc}\n")
+        return 125
+    if child == 0:
+        try:
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return 1
+        if pid == child:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
+                else 128 + os.WTERMSIG(status)
 
 
 if __name__ == "__main__":

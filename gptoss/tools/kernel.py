@@ -51,13 +51,29 @@ class KernelSession:
                                            stdout=subprocess.DEVNULL, stderr=err)
         self.client = client_cls(connection_file=conn)
         self.client.load_connection_file()
-        self.client.start_channels()
+        self.client.start_channels(hb=False)
         try:
-            self.client.wait_for_ready(timeout=START_TIMEOUT_S)
+            self._wait_ready()
         except RuntimeError as exc:
-            err = log.read_text(errors="replace")
+            err = log.read_text(errors="replace").strip()
             self.stop()
             raise RuntimeError(f"the python kernel did not start: {exc} {err[-500:]}") from None
+
+    def _wait_ready(self) -> None:
+        """Ask for kernel_info until the kernel answers (its sockets may not be bound yet)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"it exited with status {self.proc.returncode}")
+            msg_id = self.client.kernel_info()
+            try:
+                while True:
+                    reply = self.client.get_shell_msg(timeout=1.0)
+                    if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                        return
+            except queue.Empty:
+                continue
+        raise RuntimeError(f"no answer within {START_TIMEOUT_S:g} s")
 
     def stop(self) -> None:
         if self.client is not None:

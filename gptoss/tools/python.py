@@ -70,10 +70,12 @@ class PythonTool:
         if isinstance(self._runner, DockerSandbox):
             return self._runner.run(code)
         result = self._runner.run([os.path.realpath(sys.executable), "-"], stdin=code)
-        if result.error and result.returncode is not None:
-            result.output += f"\n[{result.error}]"
-        elif result.returncode is None:
+        if result.returncode is None:
             result.output += f"\n[{result.error}; the process was killed]"
+        elif 0 < result.returncode < 125:  # an uncaught exception: the traceback says it all
+            result.error = None
+        elif result.error:
+            result.output += f"\n[{result.error}]"
         return result
 
     def close(self) -> None:

@@ -8,8 +8,9 @@ with a user namespace when not root), set up by jail.py before it execs:
   installation is bound back read-only when it lives under one of them);
 - its working directory is a private tmpfs of `disk_mb` (gone with the namespace; the host-side
   folder is removed by `close()`);
-- it runs as `nobody` when we are root (as the same unprivileged user otherwise), with rlimits
-  on CPU seconds, address space, file size, process count and open files, and no new privileges;
+- it runs as a uid of its own that no user has (when we are root; as the same unprivileged user
+  otherwise), with rlimits on CPU seconds, address space, file size, process count (per uid, so
+  per sandbox when root) and open files, and no new privileges;
 - the PID namespace hides every other process; killing the namespace's first process ends all.
 What stays readable is what any unprivileged user reads: /usr, /etc, /opt and so on.
 Where namespaces are not allowed the sandbox refuses to start (ToolError) unless
@@ -17,6 +18,7 @@ Where namespaces are not allowed the sandbox refuses to start (ToolError) unless
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -34,7 +36,10 @@ from pathlib import Path
 from .base import ToolError
 
 JAIL = Path(__file__).with_name("jail.py")
-NOBODY = 65534
+# each sandbox runs as its own otherwise unused uid (when we are root), so that one sandbox's
+# processes count against its own process limit only and cannot signal another's
+SANDBOX_UID_BASE = 1_500_000_000
+_uids = itertools.count()
 TRUNCATED = "\n[... output truncated: {} more characters]"
 _PROJECT = Path(__file__).resolve().parents[2]
 
@@ -75,6 +80,10 @@ def namespaces_available() -> bool:
     return done.returncode == 0
 
 
+def _new_uid() -> int:
+    return SANDBOX_UID_BASE + (os.getpid() * 1000 + next(_uids)) % 100_000_000
+
+
 def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + TRUNCATED.format(len(text) - limit)
 
@@ -104,7 +113,7 @@ class Sandbox:
         self.shared = self.root / "shared"     # kernel sockets: visible on both sides
         self.workdir.mkdir()
         self.shared.mkdir()
-        self.uid = NOBODY if self.isolated and os.geteuid() == 0 else None
+        self.uid = _new_uid() if self.isolated and os.geteuid() == 0 else None
         if self.uid is not None:
             os.chown(self.shared, self.uid, self.uid)
             os.chmod(self.root, 0o755)
