@@ -42,6 +42,8 @@ SANDBOX_UID_BASE = 1_500_000_000
 _uids = itertools.count()
 TRUNCATED = "\n[... output truncated: {} more characters]"
 _PROJECT = Path(__file__).resolve().parents[2]
+_SYSTEM_DIRS = {"/", "/usr", "/etc", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/opt", "/var",
+                "/proc", "/dev", "/sys", "/boot", "/srv", "/mnt", "/media"}
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class Sandbox:
             os.path.realpath(sys.executable)), *sysconfig.get_paths().values()}
         hide = ["/root", "/home", "/tmp", "/var/tmp", "/dev/shm", "/run", str(Path.home()),
                 os.getcwd(), str(_PROJECT), *c.hide]
+        # never the system itself (a server started in / or /usr must not blank it)
+        hide = [p for p in hide if os.path.realpath(p) not in _SYSTEM_DIRS]
         return {"hide": hide, "keep": sorted(keep), "shared": [str(self.shared)],
                 "workdir": str(self.workdir), "disk_mb": c.disk_mb, "mounts": self.isolated,
                 "uid": self.uid, "gid": self.uid, "argv": argv, "env": env,
