@@ -175,3 +175,28 @@ def test_disabled_tool_and_chat_completions_refuse_builtin_types(served):
         c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
                                   tools=[{"type": "code_interpreter"}])
     assert "/v1/responses" in err.value.message and err.value.body["param"] == "tools[0].type"
+
+
+def test_a_follow_up_response_keeps_the_python_kernel():
+    """previous_response_id continues the conversation's kernel: a variable set in the first
+    response is read in the second (a stateful PythonTool kept by server/tool_sessions.py)."""
+    def stateful_reply(prompt: str) -> str:
+        results = RESULT.findall(prompt.rsplit("<|start|>user", 1)[1])
+        if results:
+            return f"<|channel|>final<|message|>Got {results[-1].strip()}.<|return|>"
+        code = "x = 41\nprint('set')" if prompt.count("<|start|>user") == 1 else "print(x + 1)"
+        return f"<|channel|>analysis to=python code<|message|>{code}<|call|>"
+
+    tools = {"python": lambda: PythonTool(SandboxConfig(timeout_s=20))}
+    options = ServerOptions(model_names=("tiny",), builtin_tools=tools)
+    with LiveServer(create_app(StubEngine(stateful_reply), options)) as server:
+        c = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+        ci = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+        first = c.responses.create(model="tiny", input="set x", tools=ci)
+        assert first.output[-1].content[0].text == "Got set."
+        second = c.responses.create(model="tiny", input="x + 1?", tools=ci,
+                                    previous_response_id=first.id)
+        assert second.output[-1].content[0].text == "Got 42."
+        fresh = c.responses.create(model="tiny", input="x + 1?", tools=ci,
+                                   previous_response_id=first.id)   # first's kernel is taken
+        assert "NameError" in fresh.output[0].outputs[0].logs

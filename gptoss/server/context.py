@@ -15,6 +15,7 @@ from .engine_client import EngineClient
 from .metrics import Metrics
 from .protocol import APIError, InvalidRequest
 from .store import ResponseStore
+from .tool_sessions import ToolSessions
 
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25
@@ -50,10 +51,12 @@ class ServerContext:
     options: ServerOptions
     metrics: Metrics = field(init=False)
     store: ResponseStore = field(init=False)
+    tool_sessions: ToolSessions = field(init=False)   # built-in tools between responses
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.engine.stats)
         self.store = ResponseStore(self.options.db_path)
+        self.tool_sessions = ToolSessions()
 
     @property
     def model_name(self) -> str:
@@ -96,5 +99,6 @@ class ServerContext:
                 task.cancel()
 
     def close(self) -> None:
+        self.tool_sessions.close()
         self.store.close()
         self.engine.close()

@@ -54,7 +54,8 @@ def builtin_namespaces(req: ResponsesRequest) -> set[str]:
 
 
 def _make_tools(ctx: ServerContext, req: ResponsesRequest, namespaces: list[str]) -> list:
-    """New tool objects for this response (each closed when it ends)."""
+    """This response's tools: those kept from `previous_response_id` (a python kernel keeps its
+    state across the conversation), new ones for the rest."""
     flag = {"python": "--python", "browser": "--browser"}
     missing = [n for n in namespaces if n not in ctx.options.builtin_tools]
     if missing:
@@ -63,12 +64,15 @@ def _make_tools(ctx: ServerContext, req: ResponsesRequest, namespaces: list[str]
         raise UnsupportedFeature(f"tools[{k}]: the built-in tool {tool.type!r} is not enabled on "
                                  f"this server (start it with `gptoss serve {flag[missing[0]]}`)",
                                  param=f"tools[{k}].type")
+    kept = ctx.tool_sessions.take(req.previous_response_id)  # the conversation's, if any
+    for name in set(kept) - set(namespaces):
+        kept.pop(name).close()
     made = []
     try:
         for namespace in namespaces:
-            made.append(ctx.options.builtin_tools[namespace]())
+            made.append(kept.pop(namespace, None) or ctx.options.builtin_tools[namespace]())
     except ToolError as exc:
-        for tool in made:
+        for tool in made + list(kept.values()):
             tool.close()
         raise APIError(503, f"the built-in tool cannot start: {exc}", type="server_error") from None
     return made
@@ -258,14 +262,25 @@ class ResponseBuilder:
 
 async def run(ctx: ServerContext, req: ResponsesRequest, generation: Generation, items: list,
               builder: ResponseBuilder) -> AsyncIterator[dict[str, Any]]:
-    """The stream events; the response is stored once complete (when `store` is set)."""
-    for event in builder.opening():
-        yield event
-    async for part in generation.events():
-        for event in builder.feed(part):
+    """The stream events; the response is stored once complete (when `store` is set), and its
+    built-in tools kept for a follow-up (closed otherwise)."""
+    tools = generation.loop.tools if isinstance(generation, ToolTurn) else []
+    completed = False
+    try:
+        for event in builder.opening():
             yield event
-    if req.store:
-        await asyncio.to_thread(ctx.store.put, builder.snapshot(), items_as_dicts(items))
+        async for part in generation.events():
+            for event in builder.feed(part):
+                yield event
+        if req.store:
+            await asyncio.to_thread(ctx.store.put, builder.snapshot(), items_as_dicts(items))
+        completed = True
+    finally:
+        if completed and req.store:  # a follow-up response continues with the same tools
+            ctx.tool_sessions.keep(builder.response.id, tools)
+        else:
+            for tool in tools:
+                tool.close()
 
 
 def error_event(builder: ResponseBuilder, exc: APIError) -> dict[str, Any]:

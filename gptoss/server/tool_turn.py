@@ -3,7 +3,8 @@
 `ToolTurn.events()` yields what a `Generation` yields (part events, one `Finished` at the end)
 plus a `BuiltinCallDone` after each built-in call ran. Between segments the tool runs off the
 event loop; its ToolOutput's messages extend the prompt and the next segment is submitted through
-the same pipeline (its part numbers follow on). The turn's tools are closed when it ends.
+the same pipeline (its part numbers follow on). The turn's tools belong to its caller
+(responses.py keeps them for a follow-up response, or closes them).
 """
 from __future__ import annotations
 
@@ -37,32 +38,28 @@ class ToolTurn:
     async def events(self) -> AsyncIterator:
         gen, totals = self.first, []
         budget = gen.params.max_tokens if self.req.max_tokens is not None else None
-        try:
-            while True:
-                self.stream = gen.stream
-                finished = None
-                async for event in gen.events():
-                    if isinstance(event, Finished):
-                        finished = event
-                    else:
-                        yield event
-                totals.append(finished)
-                if budget is not None:
-                    budget -= finished.completion_tokens
-                step = self.loop.after(gen.output)
-                if step is None or finished.reason == "length" or budget == 0:
-                    yield _total(totals, self._ends_on_builtin(gen))
-                    return
-                result = await asyncio.to_thread(step.run)
-                self.ctx.metrics.builtin_call(step.tool.name, result.error is None)
-                yield BuiltinCallDone(step.part, step.tool.name, step.recipient, step.call.text,
-                                      result)
-                prompt = self.loop.continue_prompt(gen.prompt, gen.token_ids, result)
-                gen = await pipeline.submit_segment(self.ctx, self.req, prompt, gen.params,
-                                                    self.loop.parts, budget)
-        finally:
-            self.loop.close()   # quick: kills the sandbox, removes its folder
-
+        while True:
+            self.stream = gen.stream
+            finished = None
+            async for event in gen.events():
+                if isinstance(event, Finished):
+                    finished = event
+                else:
+                    yield event
+            totals.append(finished)
+            if budget is not None:
+                budget -= finished.completion_tokens
+            step = self.loop.after(gen.output)
+            if step is None or finished.reason == "length" or budget == 0:
+                yield _total(totals, self._ends_on_builtin(gen))
+                return
+            result = await asyncio.to_thread(step.run)
+            self.ctx.metrics.builtin_call(step.tool.name, result.error is None)
+            yield BuiltinCallDone(step.part, step.tool.name, step.recipient, step.call.text,
+                                  result)
+            prompt = self.loop.continue_prompt(gen.prompt, gen.token_ids, result)
+            gen = await pipeline.submit_segment(self.ctx, self.req, prompt, gen.params,
+                                                self.loop.parts, budget)
 
     def _ends_on_builtin(self, gen: Generation) -> bool:
         calls = gen.output.tool_calls
