@@ -41,7 +41,7 @@ def reply(prompt: str) -> str:
         if not found:
             return ('<|channel|>analysis to=browser.search <|constrain|>json<|message|>'
                     '{"query": "gpt-oss"}<|call|>')
-        return f"<|channel|>final<|message|>Found: {found[-1].strip()}<|return|>"
+        return f"<|channel|>final<|message|>Found: {found[-1].strip()}【0†L1-L1】<|return|>"
     results = RESULT.findall(prompt)
     if not results:
         return (f"<|channel|>analysis<|message|>Let me compute.<|end|><|start|>assistant"
@@ -66,6 +66,16 @@ class FakeBrowser:
                                               f"[0] gpt-oss home (https://example.org/{query})")
         return ToolOutput([out.with_recipient("assistant").with_channel(message.channel)],
                           {"action": {"type": "search", "query": query}})
+
+    def cite(self, text: str):
+        """The browser's optional citation hook: `【0†L1-L1】` -> a url_citation annotation."""
+        marker = "【0†L1-L1】"
+        if marker not in text:
+            return text, []
+        start = text.index(marker)
+        text = text.replace(marker, "")
+        return text, [{"type": "url_citation", "start_index": start, "end_index": start,
+                       "url": "https://example.org/gpt-oss", "title": "gpt-oss home"}]
 
     def close(self) -> None:
         pass
@@ -137,12 +147,21 @@ def test_web_search_wiring_with_a_fake_browser(client):
     call = r.output[0]
     assert isinstance(call, ResponseFunctionWebSearch)
     assert call.action.type == "search" and call.action.query == "gpt-oss"
-    assert r.output[1].content[0].text == "Found: [0] gpt-oss home (https://example.org/gpt-oss)"
+    text = r.output[1].content[0]
+    assert text.text == "Found: [0] gpt-oss home (https://example.org/gpt-oss)"
+    (note,) = text.annotations
+    assert note.type == "url_citation" and note.url == "https://example.org/gpt-oss"
+    assert note.start_index == len(text.text)
     events = list(client.responses.create(model="tiny", input="find gpt-oss", stream=True,
                                           tools=[{"type": "web_search_preview"}]))
     ws = [e.type for e in events if "web_search" in e.type]
     assert ws == ["response.web_search_call.in_progress", "response.web_search_call.searching",
                   "response.web_search_call.completed"]
+    adapter = TypeAdapter(ResponseStreamEvent)
+    for e in events:
+        adapter.validate_python(e.model_dump())
+    added = [e for e in events if e.type == "response.output_text.annotation.added"]
+    assert len(added) == 1 and added[0].annotation.url == "https://example.org/gpt-oss"
 
 
 def test_follow_up_turn_reads_back_builtin_items(client):

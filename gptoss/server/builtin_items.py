@@ -10,6 +10,11 @@ browser (`to=browser.search|open|find`), a `web_search_call` item:
     output_item.added (in_progress) → web_search_call.in_progress → web_search_call.searching →
     [the tool runs] → web_search_call.completed → output_item.done (completed, its `action`)
 A call the turn never ran (cut off, or past the call limit) ends `incomplete`.
+
+Citations: a tool of the turn may offer `cite(text) -> (text, annotations)` (the browser turns its
+`【cursor†Lx-Ly】` markers into `url_citation` annotations); each answer text part goes through
+it before `output_text.done`, and each annotation is announced by
+`response.output_text.annotation.added`.
 """
 from __future__ import annotations
 
@@ -56,6 +61,14 @@ class BuiltinItems:
         self.event, self.append = event, append
         self.container_id = new_id("cntr_")
         self._items: dict[int, Any] = {}
+        self.citers: list[Any] = []     # the turn's tools that offer `cite(text)`
+
+    def cite(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+        notes: list[dict[str, Any]] = []
+        for tool in self.citers:
+            text, found = tool.cite(text)
+            notes += list(found)
+        return text, notes
 
     def owns(self, part: int) -> bool:
         return part in self._items

@@ -231,11 +231,16 @@ class ResponseBuilder:
         elif e.kind == "text":
             logprobs = self._logprobs.pop(e.part, [])
             wanted = self.req.top_logprobs is not None
-            item.content = [OutputText(text=e.text, logprobs=logprobs if wanted else None)]
-            out += [self.event("response.output_text.done", content_index=0, text=e.text,
-                               logprobs=[lp.model_dump() for lp in logprobs], **where),
-                    self.event("response.content_part.done", content_index=0,
-                               part=item.content[0].model_dump(exclude_none=True), **where)]
+            text, notes = self.calls.cite(e.text)
+            item.content = [OutputText(text=text, annotations=notes,
+                                       logprobs=logprobs if wanted else None)]
+            out += [self.event("response.output_text.done", content_index=0, text=text,
+                               logprobs=[lp.model_dump() for lp in logprobs], **where)]
+            out += [self.event("response.output_text.annotation.added", content_index=0,
+                               annotation_index=k, annotation=note, **where)
+                    for k, note in enumerate(notes)]
+            out.append(self.event("response.content_part.done", content_index=0,
+                                  part=item.content[0].model_dump(exclude_none=True), **where))
         else:
             item.arguments = e.text
             out.append(self.event("response.function_call_arguments.done", arguments=e.text,
@@ -265,6 +270,7 @@ async def run(ctx: ServerContext, req: ResponsesRequest, generation: Generation,
     """The stream events; the response is stored once complete (when `store` is set), and its
     built-in tools kept for a follow-up (closed otherwise)."""
     tools = generation.loop.tools if isinstance(generation, ToolTurn) else []
+    builder.calls.citers = [t for t in tools if callable(getattr(t, "cite", None))]
     completed = False
     try:
         for event in builder.opening():
