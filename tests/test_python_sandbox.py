@@ -267,3 +267,16 @@ def test_kernel_keeps_state_and_the_folder_is_removed():
     finally:
         tool.close()
     assert not root.exists()
+
+
+def test_without_namespaces_it_refuses_unless_unsafe(monkeypatch):
+    import gptoss.tools.sandbox as sandbox_module
+    from gptoss.tools import ToolError
+    monkeypatch.setattr(sandbox_module, "namespaces_available", lambda: False)
+    with pytest.raises(ToolError, match="unsafe"):
+        PythonTool(CONFIG, stateless=True)
+    unsafe = SandboxConfig(timeout_s=10, allow_unsafe=True)
+    with PythonTool(unsafe, stateless=True) as tool:
+        assert not tool._runner.isolated and tool._runner.uid is None
+        text, error, _ = call(tool, "import os; print(os.getcwd())", "unsafe mode")
+        assert text.strip() == str(tool._runner.workdir) and error is None
