@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not namespaces_available(),
                                 reason="Linux namespaces (unshare) are not allowed here")
 PROJECT = Path(__file__).resolve().parents[1]
 TIMINGS: list[tuple[str, float]] = []
-CONFIG = SandboxConfig(timeout_s=4, cpu_s=10, memory_mb=1024, file_mb=8, disk_mb=32,
+CONFIG = SandboxConfig(timeout_s=3, cpu_s=10, memory_mb=1024, file_mb=8, disk_mb=32,
                        max_procs=48, max_output_chars=2000)
 
 

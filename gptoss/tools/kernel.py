@@ -88,8 +88,8 @@ class KernelSession:
         if self.proc is None:
             self._start()
         msg_id = self.client.execute(code, store_history=True, allow_stdin=False)
-        texts: list[str] = []
-        error = self._collect(msg_id, texts, start + self.sandbox.config.timeout_s)
+        texts: list[str] = []   # the timeout counts from here: a kernel start is not the call's
+        error = self._collect(msg_id, texts, time.monotonic() + self.sandbox.config.timeout_s)
         if error is not None:
             self.stop()
             texts.append(f"\n[{error}; the python session was restarted and its state is lost]")
