@@ -60,20 +60,30 @@ class KernelSession:
             raise RuntimeError(f"the python kernel did not start: {exc} {err[-500:]}") from None
 
     def _wait_ready(self) -> None:
-        """Ask for kernel_info until the kernel answers (its sockets may not be bound yet)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
+        """Ask for kernel_info until the kernel answers on the shell channel and its status
+        reaches us on iopub (before that, a call's output could be published to no one)."""
+        deadline, sent = time.monotonic() + START_TIMEOUT_S, set()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"it exited with status {self.proc.returncode}")
-            msg_id = self.client.kernel_info()
-            try:
-                while True:
-                    reply = self.client.get_shell_msg(timeout=1.0)
-                    if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                        return
-            except queue.Empty:
-                continue
+            sent.add(self.client.kernel_info())
+            if self._heard(self.client.get_shell_msg, sent, 1.0) and \
+                    self._heard(self.client.get_iopub_msg, sent, 0.5):
+                return
         raise RuntimeError(f"no answer within {START_TIMEOUT_S:g} s")
+
+    @staticmethod
+    def _heard(get, sent: set, timeout: float) -> bool:
+        """Whether a message answering one of `sent` arrives within `timeout` seconds."""
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = get(timeout=left)
+            except queue.Empty:
+                return False
+            if msg.get("parent_header", {}).get("msg_id") in sent:
+                return True
+        return False
 
     def stop(self) -> None:
         if self.client is not None:
