@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..tools.base import ToolError
+from ..tools.options import add_tool_arguments, tool_factories
 
 EFFORTS = ("low", "medium", "high")
 DTYPES = ("bfloat16", "float32", "float16")
@@ -20,6 +22,10 @@ class ToolsFileError(ValueError):
 
 class SchemaFileError(ValueError):
     """An unreadable or malformed --json-schema file."""
+
+
+class ToolSetupError(ValueError):
+    """A built-in tool (--python, --browser) that cannot start here."""
 
 
 # ---- shared options ---------------------------------------------------------------------------
@@ -88,6 +94,7 @@ def register(subparsers) -> None:
     c.add_argument("--tools", type=Path, default=None, metavar="FILE",
                    help="JSON list of function tools (OpenAI format); you answer each call")
     c.add_argument("--hide-reasoning", action="store_true", help="start with /reasoning hide")
+    add_tool_arguments(c)
     c.set_defaults(func=run_chat)
 
 
@@ -215,11 +222,30 @@ def run_chat(args: argparse.Namespace) -> int:
 
     tools = load_tools(args.tools)
     schema = load_schema(args.json_schema)
-    llm = build_llm(args)
-    with AsyncEngine(llm) as engine:
-        session = ChatSession(engine, sampling_params(args, schema), tools=tools,
-                              response_format=response_format(schema),
-                              instructions=instructions(args), effort=args.reasoning_effort,
-                              show_reasoning=not args.hide_reasoning,
-                              model_identity=args.model_identity, color=use_color(args))
-        return session.run()
+    builtin = _builtin_tools(args)
+    try:
+        llm = build_llm(args)
+        with AsyncEngine(llm) as engine:
+            session = ChatSession(engine, sampling_params(args, schema), tools=tools,
+                                  response_format=response_format(schema),
+                                  instructions=instructions(args), effort=args.reasoning_effort,
+                                  show_reasoning=not args.hide_reasoning,
+                                  model_identity=args.model_identity, color=use_color(args),
+                                  builtin_tools=builtin)
+            return session.run()
+    finally:
+        for tool in builtin:
+            tool.close()
+
+
+def _builtin_tools(args: argparse.Namespace) -> list:
+    """--python / --browser as tool objects (one conversation: the session's)."""
+    made = []
+    try:
+        for factory in tool_factories(args).values():
+            made.append(factory())
+    except ToolError as exc:
+        for tool in made:
+            tool.close()
+        raise ToolSetupError(str(exc)) from None
+    return made

@@ -2,7 +2,10 @@
 
 The history is kept as chat-completions messages and re-rendered as harmony each turn (earlier
 reasoning is dropped by the renderer once answered; repeated prefixes come from the KV prefix
-cache). Tool calls are shown and the user types each result. The reply is read by
+cache). Function tool calls are shown and the user types each result. Built-in tools
+(`--python`, `--browser`) run inside the turn through the tool loop (gptoss/tools/loop.py): each
+call is shown with a short view of its result and generation continues; the history then keeps
+the turn's answer (the calls, like the reasoning, are not rendered again). The reply is read by
 `harmony.output` (through the printer), so the history holds what the server would return.
 """
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import TextIO
 from ..engine import FinishEvent, TokenEvent
 from ..harmony.chat import render_chat
 from ..harmony.output import HarmonyOutput
+from ..tools.loop import ToolLoop, ToolStep
 from .printer import DIM, RESET, HarmonyPrinter
 
 HELP = ("commands: /reset (clear the history), /effort low|medium|high, "
         "/reasoning show|hide, /help, /quit")
 MAX_TOOL_ROUNDS = 8
+RESULT_VIEW_CHARS = 300   # how much of a built-in tool's result is shown
 
 
 @dataclass
@@ -32,13 +37,15 @@ class Turn:
     seconds: float           # first token to finish
     prompt_tokens: int
     cached_tokens: int
+    token_ids: list[int] | None = None
 
 
 class ChatSession:
     def __init__(self, engine, params, *, tools=None, response_format=None, instructions=(),
                  effort="medium", show_reasoning=True, model_identity=None, color=False,
-                 inp: TextIO | None = None, out: TextIO | None = None):
+                 inp: TextIO | None = None, out: TextIO | None = None, builtin_tools=()):
         self.engine, self.params, self.tools = engine, params, tools
+        self.loop = ToolLoop(list(builtin_tools))   # the session's tools (kept across turns)
         self.response_format = response_format
         self.instructions, self.effort = list(instructions), effort
         self.show_reasoning, self.model_identity, self.color = show_reasoning, model_identity, color
@@ -99,12 +106,18 @@ class ChatSession:
 
     # ---- a reply, with tool rounds -----------------------------------------------------------
     def respond(self) -> None:
+        prompt = self.prompt_ids()
         for _ in range(MAX_TOOL_ROUNDS):
             try:
-                turn = self.generate()
+                turn = self.generate(prompt)
             except KeyboardInterrupt:
                 self._say("(interrupted)")
                 return
+            step = self.loop.after(turn.output) if turn.finish_reason == "stop" else None
+            if step is not None:  # a built-in call: run it, show it, keep generating
+                self._stats(turn)
+                prompt = self.loop.continue_prompt(prompt, turn.token_ids, self._run(step))
+                continue
             calls = self.record(turn)
             self._stats(turn)
             if not calls or turn.finish_reason != "stop":
@@ -114,28 +127,45 @@ class ChatSession:
                 result = self._read(f"result of {fn['name']}({fn['arguments']})> ")
                 self.history.append({"role": "tool", "tool_call_id": call["id"],
                                      "content": result or ""})
+            prompt = self.prompt_ids()
         self._say(f"(stopped after {MAX_TOOL_ROUNDS} tool rounds)")
+
+    def _run(self, step: ToolStep):
+        try:
+            result = step.run()
+        except KeyboardInterrupt:
+            self._say("(tool interrupted)")
+            raise
+        text = "".join(getattr(c, "text", "") for m in result.messages for c in m.content)
+        view = text.strip()
+        if len(view) > RESULT_VIEW_CHARS:
+            view = view[:RESULT_VIEW_CHARS] + f"... ({len(text)} characters)"
+        status = f" error: {result.error}" if result.error else ""
+        self._say(f"<- {step.recipient}{status}: {view}")
+        return result
 
     def prompt_ids(self) -> list[int]:
         return render_chat(self.instructions + self.history, tools=self.tools,
                            reasoning_effort=self.effort, model_identity=self.model_identity,
-                           response_format=self.response_format)
+                           response_format=self.response_format,
+                           builtin_tools=self.loop.namespaces() or None)
 
-    def generate(self) -> Turn:
+    def generate(self, prompt: list[int] | None = None) -> Turn:
         printer = HarmonyPrinter(self.out, self.engine.tokenizer, color=self.color,
                                  show_reasoning=self.show_reasoning)
-        stream = self.engine.submit(self.prompt_ids(), self.params)
-        first, tokens = None, 0
+        stream = self.engine.submit(prompt or self.prompt_ids(), self.params)
+        first, ids = None, []
         try:
             for event in stream:
                 if isinstance(event, TokenEvent):
-                    first, tokens = first or time.monotonic(), tokens + 1
+                    first = first or time.monotonic()
+                    ids.append(event.token_id)
                     printer.handle(event)
                 elif isinstance(event, FinishEvent):
                     printer.finish(event)
                     elapsed = time.monotonic() - first if first else 0.0
-                    return Turn(printer.output, event.finish_reason, tokens, elapsed,
-                                event.usage.prompt_tokens, event.usage.cached_tokens)
+                    return Turn(printer.output, event.finish_reason, len(ids), elapsed,
+                                event.usage.prompt_tokens, event.usage.cached_tokens, ids)
         except KeyboardInterrupt:
             stream.cancel()
             raise
@@ -156,6 +186,9 @@ class ChatSession:
             entry["content"] = reply.content
         self.history.append(entry)
         return calls
+
+    def close(self) -> None:
+        self.loop.close()
 
     def _stats(self, turn: Turn) -> None:
         rate = (turn.tokens - 1) / turn.seconds if turn.tokens > 1 and turn.seconds > 0 else 0.0

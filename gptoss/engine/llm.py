@@ -18,6 +18,8 @@ from ..config import generation_eos_token_ids
 from ..harmony.chat import render_chat
 from ..harmony.output import HarmonyOutput
 from ..harmony.tokenizer import get_tokenizer
+from ..tools.base import BuiltinTool
+from ..tools.loop import ToolLoop, make_tools
 from ..weights.loader import load_model, resolve_folder
 from .chat_output import ChatOutput
 from .config import EngineConfig
@@ -170,11 +172,16 @@ class LLM:
              reasoning_effort: str | None = None, tools: Sequence[dict] | None = None,
              tool_choice: Any = None, response_format: dict | None = None,
              logits_processor: LogitsProcessor | None = None, lora: str | None = None,
+             builtin_tools: Sequence[BuiltinTool | str] | None = None,
              **render_options: Any) -> ChatOutput:
         """Render chat-completions style messages as harmony (`render_options`: model_identity,
-        current_date, builtin_tools), generate, and split the reply into reasoning, answer and
-        tool calls exactly as the server does (`harmony.output`).
+        current_date), generate, and split the reply into reasoning, answer and tool calls
+        exactly as the server does (`harmony.output`).
 
+        `builtin_tools` (BuiltinTool objects, or "python" / "browser" for new default ones that
+        are closed afterwards) are described in the system message and run by the tool loop
+        (gptoss.tools.loop): after each built-in call generation continues in the same turn;
+        a function call still ends it. `params.max_tokens` bounds the whole turn.
         `tool_choice` ("required" or a named function) and a json_object / json_schema
         `response_format` are enforced by constrained decoding, unless `params` already carries a
         `structured_output` or a `logits_processor` is given. Stop strings (`params.stop`) apply
@@ -183,16 +190,45 @@ class LLM:
         params = params or SamplingParams()
         if lora is not None:
             params = dataclasses.replace(params, lora=lora)
-        prompt = render_chat(list(messages), tools=tools, reasoning_effort=reasoning_effort,
-                             tool_choice=tool_choice, response_format=response_format,
-                             **render_options)
-        structured = params.structured_output
-        if structured is None and logits_processor is None:
-            structured = StructuredOutput.for_chat(tools=list(tools or []), tool_choice=tool_choice,
-                                                   response_format=response_format)
-        output = HarmonyOutput(self.tokenizer, stop=params.stop)
-        engine_params = dataclasses.replace(params, stop=(), structured_output=structured)
-        request = self.add_request(prompt, engine_params, logits_processor=logits_processor)
+        owned = [t for t in builtin_tools or () if isinstance(t, str)]
+        loop = ToolLoop(make_tools(builtin_tools))
+        try:
+            prompt = render_chat(list(messages), tools=tools, reasoning_effort=reasoning_effort,
+                                 tool_choice=tool_choice, response_format=response_format,
+                                 builtin_tools=loop.namespaces(), **render_options)
+            structured = params.structured_output
+            if structured is None and logits_processor is None:
+                structured = StructuredOutput.for_chat(
+                    tools=list(tools or []), tool_choice=tool_choice,
+                    response_format=response_format)
+            engine_params = dataclasses.replace(params, stop=(), structured_output=structured)
+            return self._chat_turn(loop, prompt, engine_params, params.stop, logits_processor)
+        finally:
+            for tool in loop.tools:
+                if tool.name in owned:
+                    tool.close()
+
+    def _chat_turn(self, loop: ToolLoop, prompt: list[int], params: SamplingParams,
+                   stop: Sequence[str], logits_processor: LogitsProcessor | None) -> ChatOutput:
+        """Segments of one turn until no built-in call continues it (see gptoss/tools/loop.py)."""
+        segments, first, budget = [], len(prompt), params.max_tokens
+        while True:
+            output = HarmonyOutput(self.tokenizer, stop=stop, first_part=loop.parts)
+            segment = dataclasses.replace(params, max_tokens=budget)
+            request = self._chat_segment(prompt, segment, output, logits_processor)
+            segments.append((output, request.output()))
+            if budget is not None:
+                budget -= len(request.output_token_ids)
+            step = loop.after(output)
+            if step is None or budget == 0:
+                break
+            prompt = loop.continue_prompt(prompt, request.output_token_ids, step.run())
+        tokens = (prompt + request.output_token_ids)[first:]
+        return ChatOutput.from_turn(segments, loop.steps, tokens, set(loop.by_name))
+
+    def _chat_segment(self, prompt: list[int], params: SamplingParams, output: HarmonyOutput,
+                      logits_processor: LogitsProcessor | None) -> Request:
+        request = self.add_request(prompt, params, logits_processor=logits_processor)
         seen = 0
         while not request.finished:
             self.step()
@@ -203,7 +239,7 @@ class LLM:
             if output.stopped:
                 self.abort(request.request_id)
         output.close()
-        return ChatOutput.from_output(output, request.output())
+        return request
 
     # ---- helpers -----------------------------------------------------------------------------
     def encode_prompt(self, prompt: Prompt) -> list[int]:

@@ -7,7 +7,8 @@ The one mapping from harmony messages to parts, used by the server (both endpoin
 - otherwise the `analysis` channel is reasoning, and everything else (`final`, a recipient-less
   `commentary` preamble) is text: the answer.
 
-`HarmonyOutput` owns a `HarmonyStreamParser`: feed it every generated token id (with its logprobs,
+`HarmonyOutput` owns a `HarmonyStreamParser` (one per engine request; a built-in tool loop starts
+the next segment's at `first_part`, gptoss/tools/loop.py): feed it every generated token id (with its logprobs,
 if any) in order and `close()` it at the end; each call returns the part events it completes.
 Stop strings apply to the text parts only (as in the OpenAI API): once one matches, `stopped` is
 set, the text is cut before it and later tokens are ignored (the caller ends the generation).
@@ -96,13 +97,13 @@ class HarmonyOutput:
     """
 
     def __init__(self, tokenizer=None, *, stop: Sequence[str] = (),
-                 call_id: Callable[[], str] = new_call_id) -> None:
+                 call_id: Callable[[], str] = new_call_id, first_part: int = 0) -> None:
         self.parser = HarmonyStreamParser(tokenizer)
         self.stop = StopMatcher(stop)
         self._call_id = call_id
         self._open: dict[int, _Open] = {}    # message index -> its part, while generated
         self._pending: list[Any] = []        # logprobs of text tokens not yet in a delta
-        self._parts = 0
+        self._parts = first_part             # a tool loop's later segments number on
         self.reasoning_parts: list[str] = []
         self.text_parts: list[str] = []
         self.tool_calls: list[FunctionCall] = []
@@ -112,6 +113,11 @@ class HarmonyOutput:
     @property
     def stopped(self) -> bool:
         return self.stop.hit
+
+    @property
+    def parts(self) -> int:
+        """The number of the next part (parts started so far, plus `first_part`)."""
+        return self._parts
 
     @property
     def reasoning(self) -> str:

@@ -31,6 +31,7 @@ from openai_harmony import (
     Message,
     ReasoningEffort,
     RenderOptions,
+    ToolNamespaceConfig,
     Role,
     SystemContent,
     TextContent,
@@ -82,13 +83,14 @@ def system_content(
     reasoning_effort: str | ReasoningEffort | None = ReasoningEffort.MEDIUM,
     knowledge_cutoff: str | None = DEFAULT_KNOWLEDGE_CUTOFF,
     current_date: str | None = None,
-    builtin_tools: Iterable[str] = (),
+    builtin_tools: Iterable[str | ToolNamespaceConfig] = (),
     required_channels: Sequence[str] | None = ALL_CHANNELS,
 ) -> SystemContent:
     """The system message content. `None` leaves a line out (`current_date` is left out by default).
 
     `builtin_tools` may hold "browser" and/or "python" (harmony's own descriptions of the tools the
-    model was trained with); `required_channels` becomes "# Valid channels: …".
+    model was trained with) or a tool's own `ToolNamespaceConfig` (`BuiltinTool.config()`,
+    rendered as given); `required_channels` becomes "# Valid channels: …".
     """
     content = SystemContent(
         model_identity=model_identity,
@@ -101,7 +103,9 @@ def system_content(
     if required_channels is not None:
         content = content.with_required_channels(list(required_channels))
     for tool in builtin_tools:
-        if tool == "browser":
+        if isinstance(tool, ToolNamespaceConfig):
+            content = content.with_tools(tool)
+        elif tool == "browser":
             content = content.with_browser_tool()
         elif tool == "python":
             content = content.with_python_tool()

@@ -20,6 +20,7 @@ from .protocol import (
     ChoiceLogprobs, ChunkChoice, CompletionTokensDetails, Delta, DeltaFunction, DeltaToolCall,
     FunctionCall, PromptTokensDetails, TokenLogprob, ToolCall, TopLogprob, UnsupportedFeature,
     Usage, new_id, now)
+from .responses_protocol import BUILTIN_TOOL_TYPES
 
 
 def token_logprob(tokenizer, lp: TokenLogprobs) -> TokenLogprob:
@@ -37,6 +38,12 @@ def _unsupported(req: ChatCompletionRequest) -> None:
         raise UnsupportedFeature("audio output is not supported by gpt-oss", param="modalities")
     if req.logit_bias:
         raise UnsupportedFeature("logit_bias is not supported", param="logit_bias")
+    for k, tool in enumerate(req.tools or []):
+        if tool.type != "function":
+            where = ("built-in tools run on /v1/responses only"
+                     if tool.type in BUILTIN_TOOL_TYPES else "only function tools are supported")
+            raise UnsupportedFeature(f"tools[{k}]: tools of type {tool.type!r} are not supported "
+                                     f"by chat completions ({where})", param=f"tools[{k}].type")
 
 
 def generation_request(req: ChatCompletionRequest) -> GenerationRequest:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from ..console.commands import add_model_arguments, llm_options
+from ..tools.options import add_tool_arguments, check_tools, tool_factories
 
 
 def register(subparsers) -> None:
@@ -31,6 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-tokens-default", type=int, default=None, metavar="N",
                    help="output limit for requests that set none (default: the context's room)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_tool_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -56,9 +59,15 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     lora = parse_lora(args.lora)
+    tools = tool_factories(args)
+    problem = check_tools(tools)
+    if problem is not None:
+        print(f"gptoss serve: {problem}", file=sys.stderr)
+        return 2
     options = ServerOptions(model_names=model_names_for(args.model, args.served_model_name),
                             api_key=args.api_key, db_path=args.db or default_db_path(),
-                            max_tokens_default=args.max_tokens_default, lora=lora)
+                            max_tokens_default=args.max_tokens_default, lora=lora,
+                            builtin_tools=tools)
     engine = AsyncEngine.from_model(args.model, max_num_seqs=args.max_num_seqs, lora=lora or None,
                                     **llm_options(args))
     app = create_app(engine, options)

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Awaitable, Callable, Mapping, TypeVar
 
 from ..engine import ContextLengthError, output_limit
+from ..tools.base import BuiltinTool
 from .engine_client import EngineClient
 from .metrics import Metrics
 from .protocol import APIError, InvalidRequest
 from .store import ResponseStore
+from .tool_sessions import ToolSessions
 
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25
@@ -27,6 +29,9 @@ class ServerOptions:
     max_tokens_default: int | None = None   # output limit when a request gives none (None: context)
     # the engine's LoRA adapters, name -> folder: a request's `model` picks one by name
     lora: Mapping[str, str] = field(default_factory=dict)
+    # built-in tools a Responses request may ask for: namespace ("python" | "browser") -> a
+    # factory of a new BuiltinTool (one per response; closed when the response ends)
+    builtin_tools: Mapping[str, Callable[[], BuiltinTool]] = field(default_factory=dict)
 
     @property
     def lora_names(self) -> tuple[str, ...]:
@@ -57,10 +62,12 @@ class ServerContext:
     options: ServerOptions
     metrics: Metrics = field(init=False)
     store: ResponseStore = field(init=False)
+    tool_sessions: ToolSessions = field(init=False)   # built-in tools between responses
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.engine.stats)
         self.store = ResponseStore(self.options.db_path)
+        self.tool_sessions = ToolSessions()
 
     @property
     def model_name(self) -> str:
@@ -109,5 +116,6 @@ class ServerContext:
                 task.cancel()
 
     def close(self) -> None:
+        self.tool_sessions.close()
         self.store.close()
         self.engine.close()

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .protocol import InvalidRequest, UnsupportedFeature
 from .responses_protocol import (
-    ContentPart, FunctionCallItem, FunctionCallOutputItem, InputItem, ItemReference, MessageItem,
+    BuiltinCallItem, ContentPart, FunctionCallItem, FunctionCallOutputItem, InputItem, ItemReference, MessageItem,
     ReasoningItem)
 
 _ITEMS = TypeAdapter(list[InputItem])
@@ -63,6 +63,8 @@ def items_to_messages(items: list[InputItem], instructions: str | None) -> list[
         elif isinstance(item, FunctionCallItem):
             _add_call(messages, item, reasoning)
             reasoning = []
+        elif isinstance(item, BuiltinCallItem):
+            continue
         elif isinstance(item, FunctionCallOutputItem):
             messages.append({"role": "tool", "tool_call_id": item.call_id,
                              "content": _text(item.output, where)})

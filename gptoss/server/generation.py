@@ -40,8 +40,11 @@ class Generation:
     stops early (client gone) or a stop string matched."""
 
     def __init__(self, stream: EventStream, output: HarmonyOutput, prompt_tokens: int, *,
-                 metrics: Metrics | None = None, arrival: float | None = None) -> None:
+                 metrics: Metrics | None = None, arrival: float | None = None,
+                 prompt: list[int] | None = None, params=None) -> None:
         self.stream, self.output, self.prompt_tokens = stream, output, prompt_tokens
+        self.prompt, self.params = prompt, params   # what was submitted (a tool loop resubmits)
+        self.token_ids: list[int] = []
         self.metrics, self.arrival = metrics, arrival or time.monotonic()
         self._tokens = 0
         self._finished = False
@@ -68,6 +71,7 @@ class Generation:
             if self._tokens == 0 and self.metrics is not None:
                 self.metrics.first_token(time.monotonic() - self.arrival)
             self._tokens += 1
+            self.token_ids.append(event.token_id)
             return self.output.feed(event.token_id, event.logprobs)
         if isinstance(event, FinishEvent):
             return self.output.close() + [self._finish(event.finish_reason, event)]

@@ -65,6 +65,7 @@ class Metrics:
         self._gauges = gauges
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str], int] = {}
+        self._builtin: dict[tuple[str, str], int] = {}   # (tool, "ok" | "error") -> calls
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.cancelled = 0
@@ -75,6 +76,12 @@ class Metrics:
         with self._lock:
             key = (endpoint, str(status))
             self._requests[key] = self._requests.get(key, 0) + 1
+
+    def builtin_call(self, tool: str, ok: bool) -> None:
+        """A built-in tool call ran (a Responses turn's python or browser call)."""
+        with self._lock:
+            key = (tool, "ok" if ok else "error")
+            self._builtin[key] = self._builtin.get(key, 0) + 1
 
     def tokens(self, prompt: int, generated: int) -> None:
         with self._lock:
@@ -106,6 +113,11 @@ class Metrics:
                  f"# TYPE {name} counter"]
         for (endpoint, status), count in sorted(self._requests.items()):
             lines.append(f'{name}{{endpoint="{_label(endpoint)}",status="{_label(status)}"}} {count}')
+        name = f"{PREFIX}_builtin_tool_calls_total"
+        lines += [f"# HELP {name} Built-in tool calls run, by tool and outcome.",
+                  f"# TYPE {name} counter"]
+        for (tool, outcome), count in sorted(self._builtin.items()):
+            lines.append(f'{name}{{tool="{_label(tool)}",outcome="{outcome}"}} {count}')
         for short, value, help_text in (
                 ("prompt_tokens", self.prompt_tokens, "Prompt tokens processed."),
                 ("generation_tokens", self.generation_tokens, "Tokens generated."),

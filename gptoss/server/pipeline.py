@@ -10,9 +10,12 @@ Each failure is an OpenAI error naming the request field (`*_param`) it came fro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from openai_harmony import ToolNamespaceConfig
 
 from ..engine import ConstraintError, SamplingParams, SamplingParamsError, StructuredOutput
 from ..harmony.chat import ChatFormatError, render_chat
@@ -42,6 +45,7 @@ class GenerationRequest:
     frequency_penalty: float | None = None
     stop: list[str] = field(default_factory=list)
     n: int = 1
+    builtin_tools: list[ToolNamespaceConfig] = field(default_factory=list)  # rendered in system
     # the wire fields errors name
     messages_param: str = "messages"
     max_tokens_param: str = "max_completion_tokens"
@@ -74,7 +78,8 @@ async def _render(req: GenerationRequest) -> list[int]:
     try:
         return await asyncio.to_thread(
             render_chat, req.messages, tools=req.tools or None, tool_choice=req.tool_choice,
-            reasoning_effort=req.reasoning_effort, response_format=req.response_format)
+            reasoning_effort=req.reasoning_effort, response_format=req.response_format,
+            builtin_tools=req.builtin_tools or None)
     except ChatFormatError as exc:
         raise InvalidRequest(str(exc), param=req.messages_param) from None
 
@@ -93,9 +98,10 @@ def _sampling(req: GenerationRequest, limit: int, seed: int | None,
 
 
 async def _submit(ctx: ServerContext, req: GenerationRequest, prompt: list[int],
-                  params: SamplingParams, arrival: float) -> Generation:
+                  params: SamplingParams, arrival: float, first_part: int = 0) -> Generation:
     """One engine request. A structured output is compiled by the engine inside `submit` (about
-    1.5 s the first time), so that submit runs off the event loop."""
+    1.5 s the first time), so that submit runs off the event loop. A built-in tool loop submits
+    each later segment of a turn here too (`first_part` numbers its parts on)."""
     try:
         if params.structured_output is not None:
             stream = await asyncio.to_thread(ctx.engine.submit, prompt, params)
@@ -106,5 +112,16 @@ async def _submit(ctx: ServerContext, req: GenerationRequest, prompt: list[int],
         raise InvalidRequest(str(exc), param=param) from None
     except ValueError as exc:  # PromptError / SamplingParamsError from the engine
         raise InvalidRequest(str(exc)) from None
-    output = HarmonyOutput(ctx.engine.tokenizer, stop=req.stop)
-    return Generation(stream, output, len(prompt), metrics=ctx.metrics, arrival=arrival)
+    output = HarmonyOutput(ctx.engine.tokenizer, stop=req.stop, first_part=first_part)
+    return Generation(stream, output, len(prompt), metrics=ctx.metrics, arrival=arrival,
+                      prompt=prompt, params=params)
+
+
+async def submit_segment(ctx: ServerContext, req: GenerationRequest, prompt: list[int],
+                         params: SamplingParams, first_part: int,
+                         max_tokens: int | None) -> Generation:
+    """A tool loop's next segment of a turn (see server/tool_turn.py): `max_tokens` is what is
+    left of the request's limit (None: the context's room)."""
+    limit = ctx.token_limit(len(prompt), max_tokens, req.max_tokens_param)
+    return await _submit(ctx, req, prompt, dataclasses.replace(params, max_tokens=limit),
+                         time.monotonic(), first_part)

@@ -69,8 +69,16 @@ class FunctionDefinition(RequestModel):
 
 
 class ChatTool(RequestModel):
-    type: Literal["function"]
-    function: FunctionDefinition
+    """A function tool; any other `type` (a built-in tool) is answered by chat.py with a 400."""
+
+    type: str
+    function: FunctionDefinition | None = None
+
+    @model_validator(mode="after")
+    def _function_given(self) -> "ChatTool":
+        if self.type == "function" and self.function is None:
+            raise ValueError("a tool of type 'function' needs a 'function'")
+        return self
 
 
 class NamedFunction(RequestModel):

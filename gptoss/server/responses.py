@@ -1,7 +1,9 @@
 """`POST /v1/responses` (and GET / DELETE by id): the Responses API on the same generation core.
 
 Harmony messages become output items: analysis → `reasoning`, final (or a commentary preamble)
-→ `message`, a call → `function_call`. Streaming emits the full event sequence, numbered by
+→ `message`, a call → `function_call`; with built-in tools (`code_interpreter`, `web_search`,
+enabled by the server's options) the tool loop runs in the turn (tool_turn.py) and their calls
+become `code_interpreter_call` / `web_search_call` items (builtin_items.py). Streaming emits the full event sequence, numbered by
 `sequence_number`. With `store` (the default) the response and its context are written to the
 SQLite store, from which `previous_response_id` continues.
 """
@@ -16,27 +18,64 @@ from .context import ServerContext
 from .conversation import items_as_dicts, items_to_messages, parse_items
 from .generation import Finished, Generation, PartDelta, PartDone, PartStarted
 from .pipeline import GenerationRequest
+from .tool_turn import BuiltinCallDone, ToolTurn
+from .builtin_items import BuiltinItems
+from ..tools.base import ToolError, namespace_of
+from ..tools.loop import ToolLoop
 from .protocol import APIError, UnsupportedFeature, new_id
 from .responses_protocol import (
-    BUILTIN_TOOL_TYPES, IncompleteDetails, InputTokensDetails, MessageItem, OutputFunctionCall,
+    BUILTIN_TOOL_NAMESPACES, IncompleteDetails, InputTokensDetails, MessageItem, OutputFunctionCall,
     OutputMessage, OutputReasoning, OutputText, OutputTokensDetails, ReasoningText,
     ResponseObject, ResponsesRequest, ResponseUsage)
 
 ID_PREFIX = {"reasoning": "rs_", "text": "msg_", "tool_call": "fc_"}
 
 
-def _function_tools(req: ResponsesRequest) -> list[dict[str, Any]]:
-    tools = []
+def _tools(req: ResponsesRequest) -> tuple[list[dict[str, Any]], list[str]]:
+    """The request's function tools (chat-completions shape) and built-in tool namespaces."""
+    tools, namespaces = [], []
     for k, tool in enumerate(req.tools or []):
-        if tool.type in BUILTIN_TOOL_TYPES:  # the tools issue plugs these in; until then, a 400
-            raise UnsupportedFeature(f"tools[{k}]: the built-in tool {tool.type!r} is not available "
-                                     "on this server yet", param=f"tools[{k}].type")
+        if tool.type in BUILTIN_TOOL_NAMESPACES:
+            namespace = BUILTIN_TOOL_NAMESPACES[tool.type]
+            if namespace not in namespaces:
+                namespaces.append(namespace)
+            continue
         if tool.type != "function":
             raise UnsupportedFeature(f"tools[{k}]: tools of type {tool.type!r} are not supported",
                                      param=f"tools[{k}].type")
         tools.append({"type": "function", "function": {
             "name": tool.name, "description": tool.description, "parameters": tool.parameters}})
-    return tools
+    return tools, namespaces
+
+
+def builtin_namespaces(req: ResponsesRequest) -> set[str]:
+    return {BUILTIN_TOOL_NAMESPACES[t.type] for t in req.tools or []
+            if t.type in BUILTIN_TOOL_NAMESPACES}
+
+
+def _make_tools(ctx: ServerContext, req: ResponsesRequest, namespaces: list[str]) -> list:
+    """This response's tools: those kept from `previous_response_id` (a python kernel keeps its
+    state across the conversation), new ones for the rest."""
+    flag = {"python": "--python", "browser": "--browser"}
+    missing = [n for n in namespaces if n not in ctx.options.builtin_tools]
+    if missing:
+        k, tool = next((k, t) for k, t in enumerate(req.tools)
+                       if BUILTIN_TOOL_NAMESPACES.get(t.type) == missing[0])
+        raise UnsupportedFeature(f"tools[{k}]: the built-in tool {tool.type!r} is not enabled on "
+                                 f"this server (start it with `gptoss serve {flag[missing[0]]}`)",
+                                 param=f"tools[{k}].type")
+    kept = ctx.tool_sessions.take(req.previous_response_id)  # the conversation's, if any
+    for name in set(kept) - set(namespaces):
+        kept.pop(name).close()
+    made = []
+    try:
+        for namespace in namespaces:
+            made.append(kept.pop(namespace, None) or ctx.options.builtin_tools[namespace]())
+    except ToolError as exc:
+        for tool in made + list(kept.values()):
+            tool.close()
+        raise APIError(503, f"the built-in tool cannot start: {exc}", type="server_error") from None
+    return made
 
 
 def _tool_choice(req: ResponsesRequest) -> str | dict[str, Any]:
@@ -71,19 +110,30 @@ async def _context(ctx: ServerContext, req: ResponsesRequest) -> list:
     return parse_items(stored.conversation) + items
 
 
-async def start(ctx: ServerContext, req: ResponsesRequest) -> tuple[Generation, list]:
-    """The Responses wire request in the pipeline's terms, started; also its context items."""
+async def start(ctx: ServerContext, req: ResponsesRequest) -> tuple[Generation | ToolTurn, list]:
+    """The Responses wire request in the pipeline's terms, started; also its context items.
+    With built-in tools the generation is a ToolTurn (the tool loop, server/tool_turn.py)."""
     if req.background:
         raise UnsupportedFeature("background responses are not supported", param="background")
-    tools = _function_tools(req)
+    tools, namespaces = _tools(req)
     items = await _context(ctx, req)
-    (generation,) = await pipeline.start(ctx, GenerationRequest(
+    builtin = await asyncio.to_thread(_make_tools, ctx, req, namespaces) if namespaces else []
+    greq = GenerationRequest(
         model=req.model, messages=items_to_messages(items, req.instructions), tools=tools,
         tool_choice=_tool_choice(req), response_format=_format(req),
         reasoning_effort=req.reasoning.effort if req.reasoning else None,
         max_tokens=req.max_output_tokens, max_reasoning_tokens=req.max_reasoning_tokens,
         temperature=req.temperature, top_p=req.top_p, logprobs=req.top_logprobs,
-        messages_param="input", max_tokens_param="max_output_tokens", format_param="text.format"))
+        messages_param="input", max_tokens_param="max_output_tokens", format_param="text.format",
+        builtin_tools=[t.config() for t in builtin])
+    try:
+        (generation,) = await pipeline.start(ctx, greq)
+    except BaseException:
+        for tool in builtin:
+            tool.close()
+        raise
+    if builtin:
+        generation = ToolTurn(ctx, greq, generation, ToolLoop(builtin))
     return generation, items
 
 
@@ -104,6 +154,8 @@ class ResponseBuilder:
             metadata=req.metadata or {})
         self._items: dict[int, Any] = {}
         self._logprobs: dict[int, list] = {}
+        self.builtin = builtin_namespaces(req)
+        self.calls = BuiltinItems(self.event, self.response.output.append)
 
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
         self.seq += 1
@@ -117,6 +169,15 @@ class ResponseBuilder:
                 self.event("response.in_progress", response=self.snapshot())]
 
     def feed(self, event) -> list[dict[str, Any]]:
+        if isinstance(event, BuiltinCallDone):
+            return self.calls.ran(event)
+        part = getattr(event, "part", None)
+        if isinstance(event, PartStarted) and namespace_of(event.recipient) in self.builtin:
+            return self.calls.started(event)
+        if isinstance(event, PartDelta) and self.calls.owns(part):
+            return self.calls.delta(event)
+        if isinstance(event, PartDone) and self.calls.owns(part):
+            return self.calls.done(event)
         if isinstance(event, PartStarted):
             return self._started(event)
         if isinstance(event, PartDelta):
@@ -170,11 +231,16 @@ class ResponseBuilder:
         elif e.kind == "text":
             logprobs = self._logprobs.pop(e.part, [])
             wanted = self.req.top_logprobs is not None
-            item.content = [OutputText(text=e.text, logprobs=logprobs if wanted else None)]
-            out += [self.event("response.output_text.done", content_index=0, text=e.text,
-                               logprobs=[lp.model_dump() for lp in logprobs], **where),
-                    self.event("response.content_part.done", content_index=0,
-                               part=item.content[0].model_dump(exclude_none=True), **where)]
+            text, notes = self.calls.cite(e.text)
+            item.content = [OutputText(text=text, annotations=notes,
+                                       logprobs=logprobs if wanted else None)]
+            out += [self.event("response.output_text.done", content_index=0, text=text,
+                               logprobs=[lp.model_dump() for lp in logprobs], **where)]
+            out += [self.event("response.output_text.annotation.added", content_index=0,
+                               annotation_index=k, annotation=note, **where)
+                    for k, note in enumerate(notes)]
+            out.append(self.event("response.content_part.done", content_index=0,
+                                  part=item.content[0].model_dump(exclude_none=True), **where))
         else:
             item.arguments = e.text
             out.append(self.event("response.function_call_arguments.done", arguments=e.text,
@@ -184,6 +250,7 @@ class ResponseBuilder:
         return out + [done]
 
     def _finished(self, e: Finished) -> list[dict[str, Any]]:
+        out = self.calls.unfinished()
         r = self.response
         r.usage = ResponseUsage(
             input_tokens=e.prompt_tokens, output_tokens=e.completion_tokens,
@@ -195,19 +262,31 @@ class ResponseBuilder:
         else:
             r.status = "completed"
         kind = "response.incomplete" if r.status == "incomplete" else "response.completed"
-        return [self.event(kind, response=self.snapshot())]
+        return out + [self.event(kind, response=self.snapshot())]
 
 
 async def run(ctx: ServerContext, req: ResponsesRequest, generation: Generation, items: list,
               builder: ResponseBuilder) -> AsyncIterator[dict[str, Any]]:
-    """The stream events; the response is stored once complete (when `store` is set)."""
-    for event in builder.opening():
-        yield event
-    async for part in generation.events():
-        for event in builder.feed(part):
+    """The stream events; the response is stored once complete (when `store` is set), and its
+    built-in tools kept for a follow-up (closed otherwise)."""
+    tools = generation.loop.tools if isinstance(generation, ToolTurn) else []
+    builder.calls.citers = [t for t in tools if callable(getattr(t, "cite", None))]
+    completed = False
+    try:
+        for event in builder.opening():
             yield event
-    if req.store:
-        await asyncio.to_thread(ctx.store.put, builder.snapshot(), items_as_dicts(items))
+        async for part in generation.events():
+            for event in builder.feed(part):
+                yield event
+        if req.store:
+            await asyncio.to_thread(ctx.store.put, builder.snapshot(), items_as_dicts(items))
+        completed = True
+    finally:
+        if completed and req.store:  # a follow-up response continues with the same tools
+            ctx.tool_sessions.keep(builder.response.id, tools)
+        else:
+            for tool in tools:
+                tool.close()
 
 
 def error_event(builder: ResponseBuilder, exc: APIError) -> dict[str, Any]:

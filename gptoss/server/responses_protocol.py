@@ -13,8 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .protocol import MAX_TOP_LOGPROBS, NamedFunction, RequestModel, TokenLogprob, now
 
-BUILTIN_TOOL_TYPES = ("web_search", "web_search_preview", "browser", "browser_search",
-                      "code_interpreter", "python")
+# Responses tool type -> the harmony namespace of the built-in tool that serves it
+BUILTIN_TOOL_NAMESPACES = {"web_search": "browser", "web_search_preview": "browser",
+                           "browser": "browser", "browser_search": "browser",
+                           "code_interpreter": "python", "python": "python"}
+BUILTIN_TOOL_TYPES = tuple(BUILTIN_TOOL_NAMESPACES)
 
 
 # ---- input items ---------------------------------------------------------------------------------
@@ -60,7 +63,17 @@ class ItemReference(RequestModel):
     id: str
 
 
-InputItem = Union[MessageItem, ReasoningItem, FunctionCallItem, FunctionCallOutputItem, ItemReference]
+class BuiltinCallItem(RequestModel):
+    """A built-in tool call of an earlier turn (read back from the store or sent by a client);
+    not rendered again (conversation.py)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["code_interpreter_call", "web_search_call"]
+    id: str | None = None
+
+
+InputItem = Union[MessageItem, ReasoningItem, FunctionCallItem, FunctionCallOutputItem,
+                  ItemReference, BuiltinCallItem]
 
 
 # ---- request -------------------------------------------------------------------------------------
@@ -169,7 +182,24 @@ class OutputFunctionCall(BaseModel):
     status: Literal["in_progress", "completed", "incomplete"] = "completed"
 
 
-OutputItem = Union[OutputMessage, OutputReasoning, OutputFunctionCall]
+class OutputCodeInterpreterCall(BaseModel):
+    type: Literal["code_interpreter_call"] = "code_interpreter_call"
+    id: str
+    code: str | None = None
+    container_id: str
+    outputs: list[dict[str, Any]] | None = None   # [{"type": "logs", "logs": ...}]
+    status: Literal["in_progress", "completed", "incomplete", "interpreting", "failed"] = "completed"
+
+
+class OutputWebSearchCall(BaseModel):
+    type: Literal["web_search_call"] = "web_search_call"
+    id: str
+    action: dict[str, Any]     # search {query} | open_page {url} | find_in_page {pattern, url}
+    status: Literal["in_progress", "searching", "completed", "failed", "incomplete"] = "completed"
+
+
+OutputItem = Union[OutputMessage, OutputReasoning, OutputFunctionCall, OutputCodeInterpreterCall,
+                   OutputWebSearchCall]
 
 
 class InputTokensDetails(BaseModel):
