@@ -130,7 +130,7 @@ class ToolLoop:
 
 def make_tools(spec: Sequence[BuiltinTool | str] | None, **options) -> list[BuiltinTool]:
     """Tool objects from objects or names: "python" (PythonTool(**options['python']) or
-    defaults) and "browser" (gptoss.tools.browser.BrowserTool(**options['browser']))."""
+    defaults) and "browser" (gptoss.tools.browser.BrowserTool.create(**options['browser']))."""
     tools: list[BuiltinTool] = []
     for item in spec or ():
         if isinstance(item, BuiltinTool):
@@ -151,4 +151,4 @@ def _browser(**options) -> BuiltinTool:
         from .browser import BrowserTool
     except ImportError as exc:
         raise ToolError(f"the browser tool is not available: {exc}") from None
-    return BrowserTool(**options)
+    return BrowserTool.create(**options)

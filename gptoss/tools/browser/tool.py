@@ -95,6 +95,11 @@ class BrowserTool:
         """The final answer with its `【cursor†Lx-Ly】` citations as url_citation annotations."""
         return url_citations(text, self.pages)
 
+    def cite(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+        """(text, annotations): what the server's tool loop asks of a tool that cites."""
+        cited = self.annotate(text)
+        return cited.text, cited.annotations
+
     def close(self) -> None:
         self.pages.clear()
         self._cache.clear()
