@@ -17,26 +17,38 @@ from .store import ResponseStore
 
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25
+MAX_REQUEST_BYTES = 8 * 2**20    # a whole 131k-token context as JSON text is well under 2 MiB
+MAX_TOKENS_DEFAULT = 16384       # `gptoss serve`'s output cap for requests that set none
 
 
 @dataclass(frozen=True)
 class ServerOptions:
-    model_names: tuple[str, ...]            # names a request's `model` may use; the first is listed
+    model_names: tuple[str, ...]            # names a request's `model` may use
+    listed: int = 1                         # how many of them (the first) /v1/models lists
     api_key: str | None = None              # when set, /v1/* needs `Authorization: Bearer KEY`
     db_path: str | Path = ":memory:"        # the response store (store.py); ":memory:" keeps nothing
     max_tokens_default: int | None = None   # output limit when a request gives none (None: context)
+    max_request_bytes: int = MAX_REQUEST_BYTES  # larger bodies get a 413 before they are read
 
     def __post_init__(self) -> None:
         if not self.model_names or not all(isinstance(n, str) and n for n in self.model_names):
             raise ValueError("ServerOptions.model_names must hold at least one non-empty name")
+        if not 1 <= self.listed <= len(self.model_names):
+            raise ValueError("ServerOptions.listed must be between 1 and len(model_names)")
+        if self.max_request_bytes < 1:
+            raise ValueError("ServerOptions.max_request_bytes must be at least 1")
 
 
-def model_names_for(model: str | os.PathLike, served_name: str | None = None) -> tuple[str, ...]:
-    """The names a model answers to: an explicit name, else the repo id or the folder name
-    (plus the path as given)."""
+def model_names_for(model: str | os.PathLike,
+                    served_names: str | list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The names a model answers to: the explicit names, else the repo id or the folder name
+    (plus the path as given, which /v1/models does not list)."""
     given = str(model)
-    names = [served_name] if served_name else []
-    names += [Path(given.rstrip("/")).name or given, given]
+    if isinstance(served_names, str):
+        served_names = [served_names]
+    names = [n for n in served_names or () if n]
+    if not names:
+        names = [Path(given.rstrip("/")).name or given, given]
     return tuple(dict.fromkeys(names))
 
 
@@ -44,12 +56,14 @@ def model_names_for(model: str | os.PathLike, served_name: str | None = None) ->
 class ServerContext:
     engine: EngineClient
     options: ServerOptions
+    store: ResponseStore | None = None      # opened from options.db_path when not given
     metrics: Metrics = field(init=False)
-    store: ResponseStore = field(init=False)
+    background: dict[str, asyncio.Task] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.engine.stats)
-        self.store = ResponseStore(self.options.db_path)
+        if self.store is None:
+            self.store = ResponseStore(self.options.db_path)
 
     @property
     def model_name(self) -> str:
@@ -57,8 +71,9 @@ class ServerContext:
 
     def check_model(self, model: str) -> None:
         if model not in self.options.model_names:
-            raise APIError(404, f"The model `{model}` does not exist; this server serves "
-                                f"`{self.model_name}`.", param="model", code="model_not_found")
+            served = ", ".join(f"`{n}`" for n in self.options.model_names)
+            raise APIError(404, f"The model `{model}` does not exist; this server serves {served}.",
+                           param="model", code="model_not_found")
 
     def token_limit(self, prompt_len: int, requested: int | None, param: str) -> int:
         """The output-token limit: the request's, else the default, else the context's room (the
@@ -92,5 +107,7 @@ class ServerContext:
                 task.cancel()
 
     def close(self) -> None:
+        for task in list(self.background.values()):
+            task.cancel()
         self.store.close()
         self.engine.close()

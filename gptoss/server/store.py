@@ -147,6 +147,14 @@ class ResponseStore:
                 self._db.rollback()
                 raise StoreError(f"response store {self.path}: {exc}") from None
 
+    def set_status(self, response_id: str, status: str, only_from: tuple[str, ...]) -> bool:
+        """Set a stored response's `status` if it is one of `only_from`; whether it was."""
+        marks = ", ".join("?" for _ in only_from)
+        return self._write(
+            f"UPDATE responses SET response = json_set(response, '$.status', ?) WHERE id = ? "
+            f"AND json_extract(response, '$.status') IN ({marks})",
+            (status, response_id, *only_from)) > 0
+
     def get(self, response_id: str) -> StoredResponse | None:
         with self._lock:
             try:

@@ -110,6 +110,7 @@ class StubEngine:
         self.tokenizer = get_tokenizer()
         self.reply, self.delay = reply, delay
         self.context_length, self.kv_blocks = context_length, kv_blocks
+        self.eos_token_ids = tuple(GENERATION_EOS_TOKEN_IDS)
         self.active: dict[str, StubStream] = {}
         self.submitted: list[tuple[list[int], SamplingParams]] = []
         self._ids = 0
