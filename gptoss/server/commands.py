@@ -6,16 +6,19 @@ import logging
 import os
 
 from ..console.commands import add_model_arguments, llm_options
+from .context import MAX_REQUEST_BYTES, MAX_TOKENS_DEFAULT
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="serve a model over the OpenAI API (chat completions, responses)",
         description="Serve a model over an OpenAI-compatible HTTP API: /v1/chat/completions, "
-                    "/v1/responses, /v1/models, /health, /metrics.")
+                    "/v1/completions, /v1/responses, /v1/models, /tokenize, /detokenize, "
+                    "/health, /metrics.")
     add_model_arguments(p)
-    p.add_argument("--served-model-name", default=None, metavar="NAME",
-                   help="the model name clients use (default: the repo id or folder name)")
+    p.add_argument("--served-model-name", action="append", default=None, metavar="NAME",
+                   help="a model name clients may use; repeat for several (all are listed by "
+                        "/v1/models; without it: the repo id or folder name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("GPTOSS_API_KEY"), metavar="KEY",
@@ -24,9 +27,13 @@ def register(subparsers) -> None:
                    help="SQLite file of stored responses (default: the user data directory; "
                         "':memory:' keeps nothing)")
     p.add_argument("--max-num-seqs", type=int, default=16, metavar="N",
-                   help="requests decoded together in one step")
-    p.add_argument("--max-tokens-default", type=int, default=None, metavar="N",
-                   help="output limit for requests that set none (default: the context's room)")
+                   help="requests decoded together in one step (default: 16)")
+    p.add_argument("--max-tokens-default", type=int, default=MAX_TOKENS_DEFAULT, metavar="N",
+                   help="output limit for requests that set none, capped by the context's room "
+                        f"(default: {MAX_TOKENS_DEFAULT}; 0: the context's whole room)")
+    p.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES, metavar="N",
+                   help="larger request bodies are refused with a 413 before they are read "
+                        f"(default: {MAX_REQUEST_BYTES}, 8 MiB)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
 
@@ -35,14 +42,26 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app, serve
     from .context import ServerOptions, model_names_for
     from ..engine import AsyncEngine
-    from .store import default_db_path
+    from .store import ResponseStore, default_db_path
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    engine = AsyncEngine.from_model(args.model, max_num_seqs=args.max_num_seqs, **llm_options(args))
-    options = ServerOptions(model_names=model_names_for(args.model, args.served_model_name),
+    if args.max_tokens_default < 0 or args.max_request_bytes < 1:
+        raise ValueError("--max-tokens-default must be >= 0 and --max-request-bytes >= 1")
+    names = model_names_for(args.model, args.served_model_name)
+    listed = min(len(names), len(args.served_model_name or ())) or 1
+    options = ServerOptions(model_names=names, listed=listed,
                             api_key=args.api_key, db_path=args.db or default_db_path(),
-                            max_tokens_default=args.max_tokens_default)
-    app = create_app(engine, options)
+                            max_tokens_default=args.max_tokens_default or None,
+                            max_request_bytes=args.max_request_bytes)
+    # before the model loads: an unusable database is refused at once (StoreError, one line)
+    store = ResponseStore(options.db_path)
+    try:
+        engine = AsyncEngine.from_model(args.model, max_num_seqs=args.max_num_seqs,
+                                        **llm_options(args))
+    except BaseException:
+        store.close()
+        raise
+    app = create_app(engine, options, store)
     print(f"gptoss serve: {options.model_names[0]} on http://{args.host}:{args.port}/v1 "
           f"(context {engine.context_length} tokens)", flush=True)
     serve(app, args.host, args.port, log_level=args.log_level)

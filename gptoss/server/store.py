@@ -1,9 +1,10 @@
 """The response store: an embedded SQLite database behind `store` and `previous_response_id`.
 
 Each row keeps one response object as answered (JSON) and the input items of its own turn only;
-a follow-up turn rebuilds the conversation by walking `previous_response_id` back (one recursive
-query), so storage grows linearly along a chain and a DELETE removes a turn's content from every
-conversation that continued from it (later turns continue without it).
+a follow-up turn rebuilds the conversation by walking the `previous_response_id` column back (one
+recursive query), so storage grows linearly along a chain, and a DELETE removes a turn's content
+from every conversation that continued from it (they keep the turns before it: its children are
+linked to its parent).
 
 The database is opened, checked (schema, `PRAGMA quick_check`) and written to once when the store
 is built, so an unusable file is refused at startup (`StoreError`), not per request. Files are
@@ -88,15 +89,16 @@ def _create_private(path: Path) -> None:
 
 class ResponseStore:
     """`put` / `get` / `delete` of responses by id. `path=":memory:"` keeps nothing on disk.
-    Raises StoreError when the file cannot serve as a writable response store."""
+    Raises StoreError when the file cannot serve as a writable response store. A write waits up
+    to `busy_timeout` seconds for a lock another process holds."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
         try:
             if self.path != ":memory:":
                 _create_private(Path(self.path))
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=busy_timeout)
             self._open()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"response store {self.path}: {exc}") from None
@@ -169,8 +171,20 @@ class ResponseStore:
         return StoredResponse(response_id, json.loads(rows[-1][0]), json.loads(rows[-1][1]), history)
 
     def delete(self, response_id: str) -> bool:
-        """Remove a response; False when there was none with that id."""
-        return self._write("DELETE FROM responses WHERE id = ?", (response_id,)) > 0
+        """Remove a response; False when there was none with that id. The turns that continued
+        from it are linked to its own previous response, so their conversations keep the turns
+        before it and lose only its input and output."""
+        with self._lock:
+            try:
+                self._db.execute("UPDATE responses SET previous_response_id = (SELECT "
+                                 "previous_response_id FROM responses WHERE id = ?) "
+                                 "WHERE previous_response_id = ?", (response_id, response_id))
+                cursor = self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+                self._db.commit()
+            except sqlite3.Error as exc:
+                self._db.rollback()
+                raise StoreError(f"response store {self.path}: {exc}") from None
+        return cursor.rowcount > 0
 
     def __len__(self) -> int:
         with self._lock:
