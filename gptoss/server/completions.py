@@ -77,7 +77,9 @@ class TextOutput:
     def feed(self, token_id: int, logprobs: Any = None) -> list:
         out = [] if self._started else [PartStarted(0, "text")]
         self._started = True
-        if token_id not in self.eos_ids:
+        if token_id in self.eos_ids:  # the ending token: neither text nor a logprob
+            logprobs = None
+        else:
             self.text.feed(token_id)
         delta = self.text.delta()
         if self.text.stopped:
