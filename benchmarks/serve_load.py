@@ -14,8 +14,9 @@ and cannot run on this CPU machine.)
     python benchmarks/serve_load.py --soak               # 64 concurrent streams, 200 sequential
 
 `--soak` is the robustness run: 64 concurrent streams (chat, stored responses and completions in
-turn), then 200 sequential requests (the same three, not streamed), counting errors and the
-server process's resident memory (RSS) before, between and after: it should stay flat.
+turn) twice (the first round also grows the engine's batch buffers to 64 requests), then 200
+sequential requests (the same three, not streamed), counting errors and the server process's
+resident memory (RSS) before and after each phase: after the first round it should stay flat.
 """
 from __future__ import annotations
 
@@ -160,6 +161,7 @@ async def soak(client, model: str, args, pid: int | None) -> None:
     print("| phase                   | requests | errors |  wall s | RSS start MiB | RSS end MiB |")
     print("|-------------------------|----------|--------|---------|---------------|-------------|")
     for name, n, concurrent in (("64 concurrent streams", 64, True),
+                                ("64 concurrent, again", 64, True),
                                 ("200 sequential requests", 200, False)):
         start_rss, start = rss(), time.perf_counter()
         if concurrent:

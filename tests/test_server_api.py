@@ -244,3 +244,20 @@ def test_the_default_output_cap_applies_when_a_request_sets_none(served, client)
     client.chat.completions.create(model="local", messages=[{"role": "user", "content": "hi"}],
                                    max_tokens=1000)
     assert engine.submitted[-1][1].max_tokens == 1000
+
+
+def test_served_model_names_from_the_command_line():
+    import argparse
+
+    from gptoss.server import commands
+    from gptoss.server.context import model_names_for
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--model", "/ckpt/gpt-oss-20b", "--served-model-name", "gpt-oss-20b",
+                              "--served-model-name", "local"])
+    assert model_names_for(args.model, args.served_model_name) == ("gpt-oss-20b", "local")
+    assert model_names_for("/ckpt/tiny/") == ("tiny", "/ckpt/tiny/")
+    assert args.max_tokens_default == 16384 and args.max_request_bytes == 8 * 2**20
+    help_text = parser._subparsers._group_actions[0].choices["serve"].format_help()
+    assert "default: 16384" in help_text and "--max-request-bytes" in help_text
