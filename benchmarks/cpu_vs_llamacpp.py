@@ -400,9 +400,13 @@ def ensure_gguf(cache: Path, venv: Path, llama: Path, folder: Path,
             (stage / f.name).symlink_to(f.resolve())
     helpers = stage / "_helpers"
     helpers.mkdir()
-    from gptoss.harmony.tokenizer import O200K_PATTERN, ensure_vocab_file, harmony_special_tokens
+    from gptoss.harmony.tokenizer import (O200K_PATTERN, VOCAB_SIZE, ensure_vocab_file,
+                                          harmony_special_tokens)
+    # the model's rows only: harmony also names id 201088, which has no embedding row and which
+    # the converter refuses (every id must be below vocab_size)
+    specials = {n: i for n, i in harmony_special_tokens().items() if i < VOCAB_SIZE}
     (helpers / "gptoss_harmony_specials.py").write_text(
-        f"O200K_PATTERN = {O200K_PATTERN!r}\nSPECIALS = {harmony_special_tokens()!r}\n")
+        f"O200K_PATTERN = {O200K_PATTERN!r}\nSPECIALS = {specials!r}\n")
     env = venv_env(llama)
     env["PYTHONPATH"] = os.pathsep.join([str(llama / "gguf-py"), str(helpers)])
     say("writing tokenizer.json for the converter ...")
