@@ -11,6 +11,12 @@ and cannot run on this CPU machine.)
     python benchmarks/serve_load.py                      # `gptoss serve` on a tiny random checkpoint
     python benchmarks/serve_load.py --model DIR          # `gptoss serve` on a checkpoint folder
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 --served-model M   # a running server
+    python benchmarks/serve_load.py --soak               # 64 concurrent streams, 200 sequential
+
+`--soak` is the robustness run: 64 concurrent streams (chat, stored responses and completions in
+turn) twice (the first round also grows the engine's batch buffers to 64 requests), then 200
+sequential requests (the same three, not streamed), counting errors and the server process's
+resident memory (RSS) before and after each phase: after the first round it should stay flat.
 """
 from __future__ import annotations
 
@@ -108,6 +114,66 @@ def row(name: str, n: int, run: Run) -> str:
             f"{pct(run.itl, .5) * ms:7.1f} | {pct(run.itl, .99) * ms:7.1f} |")
 
 
+async def soak_one(client, model: str, k: int, stream: bool, max_tokens: int) -> None:
+    """One request of the soak mix (k % 3: chat, stored responses, completions); raises on an
+    error or a reply that did not end properly."""
+    content = f"{PROMPT} ({k})"
+    kind = k % 3
+    if kind == 0:
+        r = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": content}], max_tokens=max_tokens,
+            seed=k, stream=stream)
+        finishes = ([c.choices[0].finish_reason async for c in r if c.choices] if stream
+                    else [r.choices[0].finish_reason])
+        ok = finishes[-1] in ("stop", "length")
+    elif kind == 1:
+        r = await client.responses.create(model=model, input=content, max_output_tokens=max_tokens,
+                                          stream=stream)
+        status = ([e.response.status async for e in r if e.type.startswith("response.")
+                   and hasattr(e, "response")][-1] if stream else r.status)
+        ok = status in ("completed", "incomplete")
+    else:
+        r = await client.completions.create(model=model, prompt=content, max_tokens=max_tokens,
+                                            seed=k, stream=stream)
+        finishes = ([c.choices[0].finish_reason async for c in r if c.choices] if stream
+                    else [r.choices[0].finish_reason])
+        ok = finishes[-1] in ("stop", "length")
+    if not ok:
+        raise RuntimeError(f"request {k} did not end properly")
+
+
+async def soak(client, model: str, args, pid: int | None) -> None:
+    import psutil
+
+    def rss() -> str:
+        return f"{psutil.Process(pid).memory_info().rss / 2**20:8.1f}" if pid else "     n/a"
+
+    async def counted(k: int, stream: bool) -> int:
+        try:
+            await soak_one(client, model, k, stream, args.max_tokens)
+            return 0
+        except Exception as exc:  # counted and shown: the run goes on
+            print(f"  request {k}: {type(exc).__name__}: {exc}", flush=True)
+            return 1
+
+    for k in range(3):  # warm up each path once
+        await counted(k, True)
+    print("| phase                   | requests | errors |  wall s | RSS start MiB | RSS end MiB |")
+    print("|-------------------------|----------|--------|---------|---------------|-------------|")
+    for name, n, concurrent in (("64 concurrent streams", 64, True),
+                                ("64 concurrent, again", 64, True),
+                                ("200 sequential requests", 200, False)):
+        start_rss, start = rss(), time.perf_counter()
+        if concurrent:
+            errors = sum(await asyncio.gather(*(counted(k, True) for k in range(n))))
+        else:
+            errors = 0
+            for k in range(n):
+                errors += await counted(k, False)
+        print(f"| {name:<23} | {n:>8} | {errors:>6} | {time.perf_counter() - start:7.1f} | "
+              f"{start_rss:>13} | {rss():>11} |", flush=True)
+
+
 def tiny_checkpoint() -> str:
     from gptoss.config import ModelConfig
     from gptoss.weights.writer import write_random_checkpoint
@@ -120,8 +186,9 @@ def spawn_server(model: str, args) -> tuple[str, subprocess.Popen]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    db = tempfile.mkdtemp() + "/responses.sqlite3" if args.soak else ":memory:"
     proc = subprocess.Popen([sys.executable, "-m", "gptoss.cli", "serve", "--model", model,
-                             "--served-model-name", "bench", "--port", str(port), "--db", ":memory:",
+                             "--served-model-name", "bench", "--port", str(port), "--db", db,
                              "--kv-cache-tokens", str(args.kv_cache_tokens),
                              "--max-num-seqs", str(args.max_num_seqs), "--log-level", "warning"])
     url = f"http://127.0.0.1:{port}"
@@ -146,10 +213,21 @@ async def bench(args) -> None:
         from gptoss.engine import AsyncEngine
         checkpoint = args.model or tiny_checkpoint()
         (base_url, proc), model = spawn_server(checkpoint, args), "bench"
-        engine = AsyncEngine.from_model(checkpoint, kv_cache_tokens=args.kv_cache_tokens,
-                                        max_num_seqs=args.max_num_seqs)
+        if not args.soak:
+            engine = AsyncEngine.from_model(checkpoint, kv_cache_tokens=args.kv_cache_tokens,
+                                            max_num_seqs=args.max_num_seqs)
     client = openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=args.api_key, max_retries=0,
                                 timeout=600)
+    if args.soak:
+        try:
+            print(f"soak: up to {args.max_tokens} output tokens a request\n")
+            await soak(client, model, args, proc.pid if proc is not None else None)
+        finally:
+            await client.close()
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        return
     print(f"{args.requests} requests per client, up to {args.max_tokens} output tokens each\n")
     print("| path           |   N |  req/s   | out tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |")
     print("|----------------|-----|----------|-----------|----------|----------|---------|---------|")
@@ -186,6 +264,9 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--kv-cache-tokens", type=int, default=16384)
     p.add_argument("--max-num-seqs", type=int, default=32)
+    p.add_argument("--soak", action="store_true",
+                   help="the robustness run: 64 concurrent streams, 200 sequential requests, "
+                        "errors and server RSS")
     asyncio.run(bench(p.parse_args()))
 
 

@@ -4,6 +4,7 @@ concurrent streams, disconnects free the KV cache, and `gptoss serve` as a progr
 from __future__ import annotations
 
 import asyncio
+import time
 import json
 import os
 import subprocess
@@ -149,3 +150,35 @@ def _healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def test_completions_and_input_items_on_the_real_engine(client):
+    r = client.completions.create(model="tiny", prompt="Hello there", max_tokens=6, seed=1, logprobs=1)
+    assert r.usage.completion_tokens <= 6 and r.choices[0].finish_reason in ("stop", "length")
+    assert len(r.choices[0].logprobs.tokens) == r.usage.completion_tokens - (r.choices[0].finish_reason == "stop")
+    streamed = list(client.completions.create(model="tiny", prompt="Hello there", max_tokens=6, seed=1,
+                                              stream=True))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == r.choices[0].text
+    resp = client.responses.create(model="tiny", input="hi", max_output_tokens=4)
+    items = client.responses.input_items.list(resp.id)
+    assert [(i.type, i.role) for i in items.data] == [("message", "user")]
+
+
+@pytest.mark.parametrize("read_bytes", [0, 1, 400, 4000])
+def test_client_leaving_at_any_stage_frees_the_real_engine(served, read_bytes):
+    import socket
+    body = json.dumps({"model": "tiny", "stream": True, "max_output_tokens": 2000, "input": "go"}).encode()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        read = 0
+        while read < read_bytes:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            read += len(chunk)
+    def idle():
+        g = gauges(served.base_url)
+        return g["gptoss_requests_running"] == 0 and g["gptoss_kv_cache_blocks_used"] == 0
+    time.sleep(0.3)  # (a request the server had not read yet starts now)
+    assert wait_for(idle, timeout=30), gauges(served.base_url)

@@ -101,7 +101,8 @@ RESPONSES_CASES = [
     (openai.BadRequestError, dict(input=[{"role": "user", "content": [
         {"type": "input_image", "image_url": "data:,"}]}])),
     (openai.BadRequestError, dict(max_output_tokens=100000)),
-    (openai.BadRequestError, dict(background=True)),
+    (openai.BadRequestError, dict(background=True, store=False)),  # background needs the store
+    (openai.BadRequestError, dict(background=True, stream=True)),
 ]
 
 

@@ -4,7 +4,7 @@ The public engine face the server and the console depend on (a stub with the sam
 stand in for tests, see server/testing.py):
 
     engine = AsyncEngine.from_model("openai/gpt-oss-20b")   # or AsyncEngine(llm); close() ends it
-    engine.tokenizer, engine.context_length, engine.stats()
+    engine.tokenizer, engine.context_length, engine.eos_token_ids, engine.stats()
     stream = engine.submit(prompt_ids, params, logits_processor=None)
     async for event in stream: ...             # or `for event in stream:` from plain threads
     stream.cancel()                            # or engine.cancel(stream.request_id)
@@ -115,6 +115,11 @@ class AsyncEngine:
     def context_length(self) -> int:
         """Prompt + output tokens of one request, at most."""
         return self.llm.context_length
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """The tokens that end a request whose SamplingParams name none (the checkpoint's)."""
+        return tuple(self.llm.eos_token_ids)
 
     def stats(self) -> EngineStats:
         """Queue and KV-cache occupancy; safe to call from any thread."""

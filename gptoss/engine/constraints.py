@@ -182,8 +182,10 @@ class GrammarCompiler:
         self.tokenizer = tokenizer
         self.lltokenizer = llguidance.tiktoken.lltokenizer_from_encoding(
             tokenizer.encoding, n_vocab=NUM_TOKENS, eos_token=RETURN)
-        # closing plan preferences: end the message, then close strings, objects, arrays
-        closers = ['"', "}", "]", ",", "0", "{", "["]
+        # closing plan preferences: end the message, then close strings, objects, arrays; a
+        # nullable value takes null before opening an object or array (a recursive schema such
+        # as a linked list would otherwise recurse forever)
+        closers = ['"', "}", "]", ",", "0", "null", " null", "{", "["]
         self.preferred = [END, RETURN, CALL] + [tokenizer.encode(c)[0] for c in closers]
 
     def compile(self, spec: ConstraintSpec) -> "HarmonyConstraint":

@@ -3,8 +3,8 @@
 The semantics are those of the model's published chat template (`chat_template.jinja` of
 openai/gpt-oss-20b), rendered by openai-harmony (gptoss.harmony.render):
 - The system message is harmony's: model identity, `Knowledge cutoff: 2024-06`, `Current date:`
-  (today unless `current_date` is given), `Reasoning: low|medium|high` (default medium; `minimal`
-  is accepted as low), built-in tools (`builtin_tools`: "browser", "python"), the three channels.
+  (today unless `current_date` is given), `Reasoning: low|medium|high` (default medium; `none` and `minimal`
+  are accepted as low), built-in tools (`builtin_tools`: "browser", "python"), the three channels.
 - Leading `system` / `developer` messages become the developer message's `# Instructions`
   (several are joined by a blank line); `tools` become its `# Tools` / `namespace functions`
   section; a `json_schema` response format becomes its `# Response Formats` section. A system or
@@ -93,16 +93,18 @@ def _text(content, where: str) -> str | None:
 
 # ---- request fields -----------------------------------------------------------------------------
 def parse_reasoning_effort(value) -> ReasoningEffort:
-    """None → medium; 'minimal' | 'low' | 'medium' | 'high' (any case) → ReasoningEffort."""
+    """None → medium; 'none' | 'minimal' | 'low' | 'medium' | 'high' (any case) →
+    ReasoningEffort, where 'none' and 'minimal' (OpenAI's names below low) are low: gpt-oss's
+    template knows low, medium and high only."""
     if value is None:
         return ReasoningEffort.MEDIUM
-    if isinstance(value, str) and value.strip().lower() == "minimal":
+    if isinstance(value, str) and value.strip().lower() in ("none", "minimal"):
         return ReasoningEffort.LOW
     try:
         return parse_effort(value)
     except RenderError:
-        raise ChatFormatError(f"reasoning_effort: expected 'low', 'medium' or 'high', "
-                              f"got {value!r}") from None
+        raise ChatFormatError(f"reasoning_effort: expected 'none', 'minimal', 'low', 'medium' or "
+                              f"'high', got {value!r}") from None
 
 
 def _parameters(params, where: str) -> dict | None:

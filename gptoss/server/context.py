@@ -19,11 +19,14 @@ from .tool_sessions import ToolSessions
 
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25
+MAX_REQUEST_BYTES = 8 * 2**20    # a whole 131k-token context as JSON text is well under 2 MiB
+MAX_TOKENS_DEFAULT = 16384       # `gptoss serve`'s output cap for requests that set none
 
 
 @dataclass(frozen=True)
 class ServerOptions:
-    model_names: tuple[str, ...]            # names a request's `model` may use; the first is listed
+    model_names: tuple[str, ...]            # names a request's `model` may use
+    listed: int = 1                         # how many of them (the first) /v1/models lists
     api_key: str | None = None              # when set, /v1/* needs `Authorization: Bearer KEY`
     db_path: str | Path = ":memory:"        # the response store (store.py); ":memory:" keeps nothing
     max_tokens_default: int | None = None   # output limit when a request gives none (None: context)
@@ -32,6 +35,8 @@ class ServerOptions:
     # built-in tools a Responses request may ask for: namespace ("python" | "browser") -> a
     # factory of a new BuiltinTool (one per response; closed when the response ends)
     builtin_tools: Mapping[str, Callable[[], BuiltinTool]] = field(default_factory=dict)
+
+    max_request_bytes: int = MAX_REQUEST_BYTES  # larger bodies get a 413 before they are read
 
     @property
     def lora_names(self) -> tuple[str, ...]:
@@ -45,14 +50,22 @@ class ServerOptions:
         if clash:
             raise ValueError(f"LoRA adapter name {clash[0]!r} is also a name of the base model; "
                              "give the adapter another name")
+        if not 1 <= self.listed <= len(self.model_names):
+            raise ValueError("ServerOptions.listed must be between 1 and len(model_names)")
+        if self.max_request_bytes < 1:
+            raise ValueError("ServerOptions.max_request_bytes must be at least 1")
 
 
-def model_names_for(model: str | os.PathLike, served_name: str | None = None) -> tuple[str, ...]:
-    """The names a model answers to: an explicit name, else the repo id or the folder name
-    (plus the path as given)."""
+def model_names_for(model: str | os.PathLike,
+                    served_names: str | list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The names a model answers to: the explicit names, else the repo id or the folder name
+    (plus the path as given, which /v1/models does not list)."""
     given = str(model)
-    names = [served_name] if served_name else []
-    names += [Path(given.rstrip("/")).name or given, given]
+    if isinstance(served_names, str):
+        served_names = [served_names]
+    names = [n for n in served_names or () if n]
+    if not names:
+        names = [Path(given.rstrip("/")).name or given, given]
     return tuple(dict.fromkeys(names))
 
 
@@ -60,13 +73,15 @@ def model_names_for(model: str | os.PathLike, served_name: str | None = None) ->
 class ServerContext:
     engine: EngineClient
     options: ServerOptions
+    store: ResponseStore | None = None      # opened from options.db_path when not given
     metrics: Metrics = field(init=False)
-    store: ResponseStore = field(init=False)
     tool_sessions: ToolSessions = field(init=False)   # built-in tools between responses
+    background: dict[str, asyncio.Task] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.engine.stats)
-        self.store = ResponseStore(self.options.db_path)
+        if self.store is None:
+            self.store = ResponseStore(self.options.db_path)
         self.tool_sessions = ToolSessions()
 
     @property
@@ -79,9 +94,10 @@ class ServerContext:
         if model in self.options.lora_names:
             return model
         if model not in self.options.model_names:
-            served = ", ".join(f"`{n}`" for n in (self.model_name,) + self.options.lora_names)
-            raise APIError(404, f"The model `{model}` does not exist; this server serves "
-                                f"{served}.", param="model", code="model_not_found")
+            served = ", ".join(f"`{n}`" for n in self.options.model_names[:self.options.listed]
+                               + self.options.lora_names)
+            raise APIError(404, f"The model `{model}` does not exist; this server serves {served}.",
+                           param="model", code="model_not_found")
         return None
 
     def token_limit(self, prompt_len: int, requested: int | None, param: str) -> int:
@@ -116,6 +132,8 @@ class ServerContext:
                 task.cancel()
 
     def close(self) -> None:
+        for task in list(self.background.values()):
+            task.cancel()
         self.tool_sessions.close()
         self.store.close()
         self.engine.close()

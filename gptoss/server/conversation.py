@@ -86,3 +86,26 @@ def _add_call(messages: list[dict[str, Any]], item: FunctionCallItem, reasoning:
 
 def items_as_dicts(items: list[InputItem]) -> list[dict[str, Any]]:
     return [item.model_dump(exclude_none=True) for item in items]
+
+
+def _listed(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as `input_items` lists it: a message's plain-string content as one text part."""
+    if item.get("type", "message") == "message" and isinstance(item.get("content"), str):
+        kind = "output_text" if item.get("role") == "assistant" else "input_text"
+        item = {**item, "type": "message", "content": [{"type": kind, "text": item["content"]}]}
+    return item
+
+
+def items_page(items: list[dict[str, Any]], *, after: str | None, limit: int,
+               order: str) -> dict[str, Any]:
+    """One page of `GET /v1/responses/{id}/input_items`: `order` "desc" (the default, newest
+    first) or "asc", the items after the one with id `after`, at most `limit`."""
+    ordered = [_listed(i) for i in (items if order == "asc" else reversed(items))]
+    if after is not None:
+        ids = [i.get("id") for i in ordered]
+        if after not in ids:
+            raise InvalidRequest(f"after: no input item has id {after!r}", param="after")
+        ordered = ordered[ids.index(after) + 1:]
+    page = ordered[:limit]
+    return {"object": "list", "data": page, "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None, "has_more": len(ordered) > limit}

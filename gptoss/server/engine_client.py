@@ -4,7 +4,7 @@
     async for event in stream: ...   # engine.events: TokenEvent per token, then FinishEvent
     stream.cancel()                  # frees the request's KV blocks
 
-plus `tokenizer`, `context_length` and `stats()` (for /metrics). Tests pass a stub with the same
+plus `tokenizer`, `context_length`, `eos_token_ids` and `stats()` (for /metrics). Tests pass a stub with the same
 members (server/testing.py).
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ class EventStream(Protocol):
 class EngineClient(Protocol):
     tokenizer: Any            # gptoss.harmony.tokenizer.Tokenizer
     context_length: int       # prompt + output tokens of one request, at most
+    eos_token_ids: tuple[int, ...]  # the tokens that end a request by default
 
     def submit(self, prompt: list[int], params: SamplingParams) -> EventStream: ...
 

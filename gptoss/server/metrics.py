@@ -69,6 +69,7 @@ class Metrics:
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.cancelled = 0
+        self.store_errors = 0
         self.ttft = Histogram(TTFT_BUCKETS)
         self.latency = Histogram(LATENCY_BUCKETS)
 
@@ -100,6 +101,10 @@ class Metrics:
         with self._lock:
             self.cancelled += 1
 
+    def store_failed(self) -> None:
+        with self._lock:
+            self.store_errors += 1
+
     def render(self) -> str:
         with self._lock:
             lines = self._counter_lines() + self._histogram_lines()
@@ -121,7 +126,8 @@ class Metrics:
         for short, value, help_text in (
                 ("prompt_tokens", self.prompt_tokens, "Prompt tokens processed."),
                 ("generation_tokens", self.generation_tokens, "Tokens generated."),
-                ("requests_cancelled", self.cancelled, "Generations cancelled before their end.")):
+                ("requests_cancelled", self.cancelled, "Generations cancelled before their end."),
+                ("store_errors", self.store_errors, "Responses answered but not stored.")):
             lines += [f"# HELP {PREFIX}_{short}_total {help_text}",
                       f"# TYPE {PREFIX}_{short}_total counter", f"{PREFIX}_{short}_total {value}"]
         return lines

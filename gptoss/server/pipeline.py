@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 from openai_harmony import ToolNamespaceConfig
 
 from ..engine import ConstraintError, SamplingParams, SamplingParamsError, StructuredOutput
@@ -50,12 +52,65 @@ class GenerationRequest:
     messages_param: str = "messages"
     max_tokens_param: str = "max_completion_tokens"
     format_param: str = "response_format"
+    api: str = "chat"                         # "responses": errors name its fields
+
+
+# a sampling parameter's error → the wire field it came from (max_tokens: the request's own)
+SAMPLING_PARAMS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
+                   "logprobs": "top_logprobs", "presence_penalty": "presence_penalty",
+                   "frequency_penalty": "frequency_penalty"}
+SEED_MODULUS = 2**63
+
+
+def wire_param(path: str, req: GenerationRequest) -> str:
+    """A chat-terms path (`tools[0].function.name`, `messages[2].content`) in the request's own
+    wire terms (Responses: `tools[0].name`, `input`, `text.format`)."""
+    if req.api != "responses":
+        return path
+    path = re.sub(r"^tools\[(\d+)\]\.function", r"tools[\1]", path)
+    if path.startswith("messages"):
+        return req.messages_param
+    if path.startswith("response_format"):
+        return req.format_param
+    if path.startswith("tool_choice.function"):
+        return "tool_choice"
+    return path
+
+
+def _error_param(message: str, req: GenerationRequest) -> str:
+    """The field an error message names first (`tools[0].function.name: ...`), in wire terms."""
+    head = re.match(r"([A-Za-z_][\w.\[\]]*):", message)
+    return wire_param(head.group(1) if head else "messages", req)
+
+
+def check_schemas(req: GenerationRequest) -> None:
+    """Each tool's parameters and the response format's schema must be valid JSON Schemas (a
+    400 naming the field), enforced or not."""
+    for k, tool in enumerate(req.tools):
+        _check_schema(tool.get("function", {}).get("parameters"),
+                      wire_param(f"tools[{k}].function.parameters", req))
+    fmt = req.response_format or {}
+    if fmt.get("type") == "json_schema":
+        where = "schema" if req.api == "responses" else "json_schema.schema"
+        _check_schema((fmt.get("json_schema") or {}).get("schema"), f"{req.format_param}.{where}")
+
+
+def _check_schema(schema: Any, param: str) -> None:
+    if not isinstance(schema, dict):
+        return  # absent, or refused by the harmony mapping with its own message
+    try:
+        jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise InvalidRequest(f"{param}: not a valid JSON Schema: {exc.message}"
+                             + (f" (at {where})" if where else ""), param=param) from None
 
 
 async def start(ctx: ServerContext, req: GenerationRequest) -> list[Generation]:
     """Submit `req.n` generations (choice i seeded `seed + i`); raises APIError before any
     token is generated when the request cannot run."""
     lora = ctx.check_model(req.model)
+    check_schemas(req)
     prompt = await _render(req)
     limit = ctx.token_limit(len(prompt), req.max_tokens, req.max_tokens_param)
     structured = StructuredOutput.for_chat(
@@ -64,8 +119,8 @@ async def start(ctx: ServerContext, req: GenerationRequest) -> list[Generation]:
     arrival, generations = time.monotonic(), []
     try:
         for i in range(req.n):
-            params = _sampling(req, limit, None if req.seed is None else req.seed + i, structured,
-                               lora)
+            seed = None if req.seed is None else (req.seed + i) % SEED_MODULUS
+            params = _sampling(req, limit, seed, structured, lora)
             generations.append(await _submit(ctx, req, prompt, params, arrival))
     except BaseException:
         for g in generations:
@@ -81,7 +136,7 @@ async def _render(req: GenerationRequest) -> list[int]:
             reasoning_effort=req.reasoning_effort, response_format=req.response_format,
             builtin_tools=req.builtin_tools or None)
     except ChatFormatError as exc:
-        raise InvalidRequest(str(exc), param=req.messages_param) from None
+        raise InvalidRequest(str(exc), param=_error_param(str(exc), req)) from None
 
 
 def _sampling(req: GenerationRequest, limit: int, seed: int | None,
@@ -94,7 +149,10 @@ def _sampling(req: GenerationRequest, limit: int, seed: int | None,
             frequency_penalty=req.frequency_penalty or 0.0, structured_output=structured,
             lora=lora)
     except SamplingParamsError as exc:
-        raise InvalidRequest(str(exc)) from None
+        name = re.match(r"SamplingParams\.(\w+)", str(exc))
+        field_name = name.group(1) if name else ""
+        param = req.max_tokens_param if field_name == "max_tokens" else SAMPLING_PARAMS.get(field_name)
+        raise InvalidRequest(str(exc), param=param) from None
 
 
 async def _submit(ctx: ServerContext, req: GenerationRequest, prompt: list[int],

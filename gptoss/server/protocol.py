@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20
 MAX_N = 16
+SEED_RANGE = (-2**63, 2**63 - 1)          # int64, as OpenAI's `seed`
+EFFORTS = ("none", "minimal", "low", "medium", "high")  # none / minimal render as low
+
+Int = Annotated[int, Strict()]            # `true` or `1.5` is a 400, not 1
+ReasoningEffortName = Literal["none", "minimal", "low", "medium", "high"]
 
 
 def new_id(prefix: str) -> str:
@@ -35,12 +40,18 @@ class APIError(Exception):
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None) -> None:
+        message, param = _printable(message), _printable(param)
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
                           "code": self.code}}
+
+
+def _printable(text: str | None) -> str | None:
+    """`text` with any lone surrogate written as `\\udXXX`, so an error can always be sent."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class InvalidRequest(APIError):
@@ -54,9 +65,47 @@ class UnsupportedFeature(APIError):
 
 
 class RequestModel(BaseModel):
-    """The base of every request model (both endpoints): unknown fields are ignored."""
+    """The base of every request model (both endpoints): unknown fields are ignored; numbers
+    must be finite (a NaN `top_p` is "not a finite number")."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+def lone_surrogate_path(value: Any, path: str = "") -> str | None:
+    """The path (`input[0].content`) of the first string holding a lone UTF-16 surrogate
+    (`"\\ud800"` in JSON decodes to one; it cannot be encoded as UTF-8), else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        for key, v in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found = lone_surrogate_path(key, where) or lone_surrogate_path(v, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for k, v in enumerate(value):
+            found = lone_surrogate_path(v, f"{path}[{k}]")
+            if found:
+                return found
+    return None
+
+
+class RequestBody(RequestModel):
+    """A whole request body: refuses lone surrogates anywhere in it (before any field is read),
+    so nothing that cannot be answered or stored as UTF-8 reaches the engine."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = lone_surrogate_path(data)
+        if where is not None:
+            raise InvalidRequest(f"{where}: the string holds a lone UTF-16 surrogate, which is "
+                                 "not valid Unicode text", param=where, code="invalid_unicode")
+        return data
 
 
 
@@ -124,26 +173,26 @@ class ChatMessage(RequestModel):
     content: str | list[dict[str, Any]] | None = None
 
 
-class ChatCompletionRequest(RequestModel):
+class ChatCompletionRequest(RequestBody):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     tools: list[ChatTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
-    reasoning_effort: Literal["low", "medium", "high"] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    max_reasoning_tokens: int | None = Field(default=None, ge=0)  # extension (extra_body)
+    reasoning_effort: ReasoningEffortName | None = None
+    max_tokens: Int | None = Field(default=None, ge=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
+    max_reasoning_tokens: Int | None = Field(default=None, ge=0)  # extension (extra_body)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    seed: int | None = None
+    seed: Int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1, le=MAX_N)
+    n: Int = Field(default=1, ge=1, le=MAX_N)
     logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: Int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     stream: bool = False
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, float] | None = None

@@ -3,13 +3,18 @@
 Harmony messages become output items: analysis → `reasoning`, final (or a commentary preamble)
 → `message`, a call → `function_call`; with built-in tools (`code_interpreter`, `web_search`,
 enabled by the server's options) the tool loop runs in the turn (tool_turn.py) and their calls
-become `code_interpreter_call` / `web_search_call` items (builtin_items.py). Streaming emits the full event sequence, numbered by
-`sequence_number`. With `store` (the default) the response and its context are written to the
-SQLite store, from which `previous_response_id` continues.
+become `code_interpreter_call` / `web_search_call` items (builtin_items.py). Streaming emits the
+full event sequence, numbered by `sequence_number`. With `store` (the default) the response and
+its turn's input items are written to the SQLite store, from which `previous_response_id`
+continues. The write happens before the terminal event (`response.completed` / `.incomplete`) is
+sent, so a response a client has seen end is stored; a write that fails does not discard the
+generation: the response is answered with `store: false` (and the failure logged and counted in
+/metrics).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, AsyncIterator
 
 from . import pipeline
@@ -23,12 +28,16 @@ from .builtin_items import BuiltinItems
 from ..tools.base import ToolError, namespace_of
 from ..tools.loop import ToolLoop
 from .protocol import APIError, UnsupportedFeature, new_id
+from .store import StoreError
 from .responses_protocol import (
     BUILTIN_TOOL_NAMESPACES, IncompleteDetails, InputTokensDetails, MessageItem, OutputFunctionCall,
     OutputMessage, OutputReasoning, OutputText, OutputTokensDetails, ReasoningText,
     ResponseObject, ResponsesRequest, ResponseUsage)
 
 ID_PREFIX = {"reasoning": "rs_", "text": "msg_", "tool_call": "fc_"}
+INPUT_ID_PREFIX = {"message": "msg_", "reasoning": "rs_", "function_call": "fc_",
+                   "function_call_output": "fco_"}
+log = logging.getLogger(__name__)
 
 
 def _tools(req: ResponsesRequest) -> tuple[list[dict[str, Any]], list[str]]:
@@ -96,27 +105,34 @@ def _format(req: ResponsesRequest) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": spec}
 
 
-async def _context(ctx: ServerContext, req: ResponsesRequest) -> list:
-    if isinstance(req.input, str):
-        items = [MessageItem(role="user", content=req.input)]
-    else:
-        items = list(req.input)
+def _own_items(req: ResponsesRequest) -> list:
+    """This turn's input items, each with an id (kept in the store, listed by input_items)."""
+    items = ([MessageItem(role="user", content=req.input)] if isinstance(req.input, str)
+             else list(req.input))
+    return [item if item.id is not None or item.type not in INPUT_ID_PREFIX
+            else item.model_copy(update={"id": new_id(INPUT_ID_PREFIX[item.type])})
+            for item in items]
+
+
+async def _history(ctx: ServerContext, req: ResponsesRequest) -> list:
+    """The items of the conversation `previous_response_id` continues (none without it)."""
     if req.previous_response_id is None:
-        return items
+        return []
     stored = await asyncio.to_thread(ctx.store.get, req.previous_response_id)
     if stored is None:
         raise APIError(404, f"Previous response with id '{req.previous_response_id}' not found.",
                        param="previous_response_id", code="previous_response_not_found")
-    return parse_items(stored.conversation) + items
+    return parse_items(stored.conversation)
 
 
 async def start(ctx: ServerContext, req: ResponsesRequest) -> tuple[Generation | ToolTurn, list]:
-    """The Responses wire request in the pipeline's terms, started; also its context items.
-    With built-in tools the generation is a ToolTurn (the tool loop, server/tool_turn.py)."""
-    if req.background:
-        raise UnsupportedFeature("background responses are not supported", param="background")
+    """The Responses wire request in the pipeline's terms, started; also this turn's own input
+    items (what the store keeps for it). With built-in tools the generation is a ToolTurn (the
+    tool loop, server/tool_turn.py)."""
+    ctx.check_model(req.model)
     tools, namespaces = _tools(req)
-    items = await _context(ctx, req)
+    own = _own_items(req)
+    items = await _history(ctx, req) + own
     builtin = await asyncio.to_thread(_make_tools, ctx, req, namespaces) if namespaces else []
     greq = GenerationRequest(
         model=req.model, messages=items_to_messages(items, req.instructions), tools=tools,
@@ -125,7 +141,7 @@ async def start(ctx: ServerContext, req: ResponsesRequest) -> tuple[Generation |
         max_tokens=req.max_output_tokens, max_reasoning_tokens=req.max_reasoning_tokens,
         temperature=req.temperature, top_p=req.top_p, logprobs=req.top_logprobs,
         messages_param="input", max_tokens_param="max_output_tokens", format_param="text.format",
-        builtin_tools=[t.config() for t in builtin])
+        api="responses", builtin_tools=[t.config() for t in builtin])
     try:
         (generation,) = await pipeline.start(ctx, greq)
     except BaseException:
@@ -134,7 +150,7 @@ async def start(ctx: ServerContext, req: ResponsesRequest) -> tuple[Generation |
         raise
     if builtin:
         generation = ToolTurn(ctx, greq, generation, ToolLoop(builtin))
-    return generation, items
+    return generation, own
 
 
 class ResponseBuilder:
@@ -151,7 +167,7 @@ class ResponseBuilder:
             else (req.tool_choice or "auto"),
             parallel_tool_calls=req.parallel_tool_calls is not False,
             temperature=req.temperature, top_p=req.top_p, store=req.store,
-            metadata=req.metadata or {})
+            background=bool(req.background), metadata=req.metadata or {})
         self._items: dict[int, Any] = {}
         self._logprobs: dict[int, list] = {}
         self.builtin = builtin_namespaces(req)
@@ -184,8 +200,6 @@ class ResponseBuilder:
             return self._delta(event)
         if isinstance(event, PartDone):
             return self._done(event)
-        if isinstance(event, Finished):
-            return self._finished(event)
         return []
 
     def _started(self, e: PartStarted) -> list[dict[str, Any]]:
@@ -249,7 +263,9 @@ class ResponseBuilder:
         done = self.event("response.output_item.done", output_index=e.part, item=item.model_dump())
         return out + [done]
 
-    def _finished(self, e: Finished) -> list[dict[str, Any]]:
+    def settle(self, e: Finished) -> list[dict[str, Any]]:
+        """The final status and usage (before the response is stored and its end is sent); the
+        events that end built-in calls left open."""
         out = self.calls.unfinished()
         r = self.response
         r.usage = ResponseUsage(
@@ -261,28 +277,49 @@ class ResponseBuilder:
             r.status, r.incomplete_details = "incomplete", IncompleteDetails(reason="max_output_tokens")
         else:
             r.status = "completed"
-        kind = "response.incomplete" if r.status == "incomplete" else "response.completed"
-        return out + [self.event(kind, response=self.snapshot())]
+        return out
+
+    def terminal(self) -> list[dict[str, Any]]:
+        kind = "response.incomplete" if self.response.status == "incomplete" else "response.completed"
+        return [self.event(kind, response=self.snapshot())]
+
+
+async def save(ctx: ServerContext, builder: ResponseBuilder, items: list) -> bool:
+    """Write the response as it stands with its turn's input items; False (logged, counted, and
+    the response marked `store: false`) when the write fails."""
+    try:
+        await asyncio.shield(asyncio.to_thread(ctx.store.put, builder.snapshot(),
+                                               items_as_dicts(items)))
+        return True
+    except StoreError as exc:
+        log.error("response %s was not stored: %s", builder.response.id, exc)
+        ctx.metrics.store_failed()
+        builder.response.store = False
+        return False
 
 
 async def run(ctx: ServerContext, req: ResponsesRequest, generation: Generation, items: list,
               builder: ResponseBuilder) -> AsyncIterator[dict[str, Any]]:
-    """The stream events; the response is stored once complete (when `store` is set), and its
-    built-in tools kept for a follow-up (closed otherwise)."""
+    """The stream events; with `store`, the response is stored before its terminal event, and
+    its built-in tools kept for a follow-up (closed otherwise)."""
     tools = generation.loop.tools if isinstance(generation, ToolTurn) else []
     builder.calls.citers = [t for t in tools if callable(getattr(t, "cite", None))]
-    completed = False
+    kept = False
     try:
         for event in builder.opening():
             yield event
         async for part in generation.events():
+            if isinstance(part, Finished):
+                closing = builder.settle(part)
+                if req.store:
+                    kept = await save(ctx, builder, items)
+                for event in closing + builder.terminal():
+                    yield event
+                return
             for event in builder.feed(part):
                 yield event
-        if req.store:
-            await asyncio.to_thread(ctx.store.put, builder.snapshot(), items_as_dicts(items))
-        completed = True
     finally:
-        if completed and req.store:  # a follow-up response continues with the same tools
+        if kept:  # a follow-up response continues with the same tools
             ctx.tool_sessions.keep(builder.response.id, tools)
         else:
             for tool in tools:

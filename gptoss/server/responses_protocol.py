@@ -11,7 +11,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .protocol import MAX_TOP_LOGPROBS, NamedFunction, RequestModel, TokenLogprob, now
+from .protocol import (MAX_TOP_LOGPROBS, Int, NamedFunction, ReasoningEffortName, RequestBody,
+                       RequestModel, TokenLogprob, now)
 
 # Responses tool type -> the harmony namespace of the built-in tool that serves it
 BUILTIN_TOOL_NAMESPACES = {"web_search": "browser", "web_search_preview": "browser",
@@ -118,11 +119,11 @@ class TextConfig(RequestModel):
 
 
 class ReasoningConfig(RequestModel):
-    effort: Literal["low", "medium", "high"] | None = None
+    effort: ReasoningEffortName | None = None
     summary: str | None = None
 
 
-class ResponsesRequest(RequestModel):
+class ResponsesRequest(RequestBody):
     model: str
     input: str | list[InputItem]
     instructions: str | None = None
@@ -132,16 +133,22 @@ class ResponsesRequest(RequestModel):
     parallel_tool_calls: bool | None = None
     reasoning: ReasoningConfig | None = None
     text: TextConfig | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    max_reasoning_tokens: int | None = Field(default=None, ge=0)  # extension (extra_body)
+    max_output_tokens: Int | None = Field(default=None, ge=1)
+    max_reasoning_tokens: Int | None = Field(default=None, ge=0)  # extension (extra_body)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: Int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     stream: bool = False
     store: bool = True
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
     background: bool | None = None
+
+    @model_validator(mode="after")
+    def _background_stored(self) -> "ResponsesRequest":
+        if self.background and not self.store:
+            raise ValueError("background responses must be stored (store: true)")
+        return self
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -227,7 +234,7 @@ class ResponseObject(BaseModel):
     id: str
     object: Literal["response"] = "response"
     created_at: int = Field(default_factory=now)
-    status: Literal["completed", "incomplete", "in_progress", "failed", "cancelled"]
+    status: Literal["completed", "incomplete", "in_progress", "queued", "failed", "cancelled"]
     model: str
     output: list[OutputItem] = Field(default_factory=list)
     usage: ResponseUsage | None = None
@@ -244,4 +251,5 @@ class ResponseObject(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     store: bool = True
+    background: bool = False
     metadata: dict[str, str] = Field(default_factory=dict)

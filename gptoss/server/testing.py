@@ -110,6 +110,7 @@ class StubEngine:
         self.tokenizer = get_tokenizer()
         self.reply, self.delay = reply, delay
         self.context_length, self.kv_blocks = context_length, kv_blocks
+        self.eos_token_ids = tuple(GENERATION_EOS_TOKEN_IDS)
         self.active: dict[str, StubStream] = {}
         self.submitted: list[tuple[list[int], SamplingParams]] = []
         self._ids = 0
@@ -161,3 +162,36 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m gptoss.server.testing --port N --db PATH [--delay S] [--words N]`: a server on
+    the stub engine, as a process of its own (for tests that kill and restart it); each reply is
+    a short reasoning and `--words` words of answer."""
+    import argparse
+
+    import uvicorn
+
+    from .app import create_app
+    from .context import ServerOptions
+
+    p = argparse.ArgumentParser(prog="python -m gptoss.server.testing")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--db", required=True)
+    p.add_argument("--delay", type=float, default=0.001)
+    p.add_argument("--words", type=int, default=20)
+    args = p.parse_args(argv)
+    words = " ".join(f"w{k}" for k in range(args.words))
+
+    def reply(prompt_text: str) -> str:
+        return (f"<|channel|>analysis<|message|>Thinking.<|end|><|start|>assistant"
+                f"<|channel|>final<|message|>{words}<|return|>")
+
+    app = create_app(StubEngine(reply, delay=args.delay),
+                     ServerOptions(model_names=("tiny",), db_path=args.db))
+    print("ready", flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
