@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "gptoss.console.commands",
     "gptoss.server.commands",
     "gptoss.finetune.commands",
+    "gptoss.demo.commands",
 )
 
 

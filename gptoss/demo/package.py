@@ -33,11 +33,10 @@ from ..weights import layouts
 from ..weights.loader import iter_canonical, open_checkpoint, with_experts
 from ..weights.reader import CheckpointError
 from ..weights.writer import write_canonical
+from .shipped import NOTICE, PACKAGED, packaged_model
 from .vocab import FULL_VOCAB, DemoVocab
 
 FORMAT = "gptoss-demo/1"
-PACKAGE_NAME = "gptoss-demo.safetensors"
-PACKAGED = Path(__file__).parent / "model" / PACKAGE_NAME  # shipped in the package when trained
 SIZE_LIMIT = 30 * 1000 * 1000  # bytes on disk
 _ROWS = {"embedding.weight": "embedding.rows", "unembedding.weight": "unembedding.rows"}
 _DONE = "demo-expanded.json"
@@ -142,6 +141,13 @@ def cached_expansion(packed: str | Path, cache_dir: str | Path | None = None) ->
     return target
 
 
-def packaged_model() -> Path | None:
-    """The demo package shipped inside gptoss, or None when this install has none."""
-    return PACKAGED if PACKAGED.is_file() else None
+def demo_checkpoint(log=None) -> Path:
+    """The packaged demo model as a checkpoint folder (expanded once into the cache), saying
+    `NOTICE` through `log` first. Raises CheckpointError when this install has no package."""
+    packed = packaged_model()
+    if packed is None:
+        raise CheckpointError(f"no demo model in this install ({PACKAGED} is absent); "
+                              "pass --model")
+    if log is not None:
+        log(NOTICE)
+    return cached_expansion(packed)

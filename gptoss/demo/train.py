@@ -50,6 +50,7 @@ class DemoTrainOptions:
     save_every: int | None = 200
     evaluate: bool = True
     eval_max_tokens: int = 256
+    eval_additions: int = 100  # 2-digit additions scored (their own held-out set)
     config_changes: dict = field(default_factory=dict)  # ModelConfig overrides (tests)
 
     def train_config(self) -> TrainConfig:
@@ -103,6 +104,7 @@ def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
     held = load_jsonl(held_file, max_length=c.max_length)
     vocab = vocab_from_examples([e.tokens for e in train.examples + held.examples], o.other_rows)
     vocab.save(out / "vocab.json")
+    log = log or (lambda text: None)
     log(f"{train.summary()}; vocabulary {len(vocab.token_ids)} ids + {vocab.other_rows} shared")
     init = write_initial(out / "init", config, vocab, o.seed)
     began = time.perf_counter()
@@ -124,7 +126,8 @@ def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
         from .evaluate import evaluate_checkpoint, write_model_card
         expanded = expand(package, out / "expanded", overwrite=True)
         scores = evaluate_checkpoint(expanded, held_file, seed=o.seed + 2,
-                                     max_tokens=o.eval_max_tokens, log=log)
+                                     additions=o.eval_additions, max_tokens=o.eval_max_tokens,
+                                     log=log)
         (out / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
         write_model_card(out / "MODEL_CARD.md", scores, summary)
         summary["scores"] = scores

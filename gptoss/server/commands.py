@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 
-from ..console.commands import add_model_arguments, llm_options
+from ..console.commands import add_model_arguments, llm_options, resolve_model
 
 
 def register(subparsers) -> None:
@@ -36,10 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from .context import ServerOptions, model_names_for
     from ..engine import AsyncEngine
     from .store import default_db_path
+    from ..demo.shipped import DEMO_NAME
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    engine = AsyncEngine.from_model(args.model, max_num_seqs=args.max_num_seqs, **llm_options(args))
-    options = ServerOptions(model_names=model_names_for(args.model, args.served_model_name),
+    model = resolve_model(args)
+    served = args.served_model_name or (DEMO_NAME if getattr(args, "demo_model", False) else None)
+    engine = AsyncEngine.from_model(model, max_num_seqs=args.max_num_seqs, **llm_options(args))
+    options = ServerOptions(model_names=model_names_for(model, served),
                             api_key=args.api_key, db_path=args.db or default_db_path(),
                             max_tokens_default=args.max_tokens_default)
     app = create_app(engine, options)
