@@ -72,7 +72,5 @@ def test_packaged_demo_is_the_default(run, monkeypatch, tmp_path, capfd):
     import gptoss.server.app as app
     monkeypatch.setattr(app, "serve", lambda a, host, port, log_level: seen.update(app=a))
     assert cli(["serve", "--port", "0", "--db", ":memory:"]) == 0
-    models = seen["app"].state.context.options.model_names if hasattr(
-        seen["app"].state, "context") else None
-    assert "gptoss-demo" in capfd.readouterr().out
-    assert models is None or models[0] == "gptoss-demo"
+    assert seen["app"].state.ctx.model_name == "gptoss-demo"
+    assert "gptoss-demo on http://" in capfd.readouterr().out
