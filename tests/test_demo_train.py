@@ -12,6 +12,7 @@ from gptoss.cli import main as cli
 from gptoss.demo import shipped
 from gptoss.demo.package import SIZE_LIMIT
 from gptoss.demo.train import DemoTrainOptions, demo_train
+from gptoss.demo.vocab import DemoVocab
 from gptoss.weights.loader import load_model
 
 SMALL = dict(num_layers=2, hidden_size=64, intermediate_size=64, num_heads=2, num_kv_heads=1,
@@ -40,6 +41,11 @@ def test_recipe_writes_every_artefact(run):
         assert 0 <= scores[key] <= 100
     card = (out / "MODEL_CARD.md").read_text()
     assert not re.findall(r"\{[a-z_0-9]+\}", card), "unfilled placeholders"
+    # the rows standing for unused tokens started equal and stayed equal through training
+    trained = load_model(out / "run" / "model")
+    other = DemoVocab.load(out / "vocab.json").other
+    rows = trained.unembedding.weight[other:].float()
+    assert rows.shape[0] == 8 and float((rows - rows[0]).abs().max()) <= 1e-2 * float(rows[0].abs().max())
     lines = (out / "data" / "train.jsonl").read_text().splitlines()
     assert len(lines) == 48 and json.loads(lines[0])["demo"]["key"]
 
