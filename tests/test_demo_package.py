@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptoss.config import ModelConfig
+from gptoss.config import GENERATION_EOS_TOKEN_IDS, ModelConfig, generation_eos_token_ids
 from gptoss.demo import corpus
 from gptoss.demo.package import (SIZE_LIMIT, cached_expansion, expand, pack, packaged_model,
                                  read_config)
@@ -53,6 +53,8 @@ def test_expanded_package_matches_the_unpacked_model(harmony_tiny_checkpoint, vo
     rest = theirs[:, other]
     assert torch.equal(rest, rest[:, :1].expand_as(rest))
     assert read_config(packed).vocab_size == FULL_VOCAB
+    # it stops on <|return|>, <|endoftext|> and <|call|>, as the published checkpoints do
+    assert generation_eos_token_ids(folder) == GENERATION_EOS_TOKEN_IDS
 
 
 @torch.no_grad()
@@ -66,11 +68,9 @@ def test_compact_model_packs_to_the_same_logits(vocab, corpus_tokens, tmp_path):
     full = load_model(folder, dtype=torch.float32, dequantize=True)(torch.tensor([tokens]))[0]
     torch.testing.assert_close(full[:, torch.tensor(vocab.token_ids)], small[:, :vocab.other],
                                rtol=1e-5, atol=1e-5)
-    # the tied "other" rows became the shared row: its logit is theirs
-    torch.testing.assert_close(full[:, 0:1] if 0 not in vocab.token_ids else
-                               full[:, [next(i for i in range(FULL_VOCAB)
-                                             if i not in set(vocab.token_ids))]],
-                               small[:, vocab.other:vocab.other + 1], rtol=1e-5, atol=1e-5)
+    # the tied "other" rows became the shared row: an unused token's logit is theirs
+    unused = next(i for i in range(FULL_VOCAB) if i not in set(vocab.token_ids))
+    torch.testing.assert_close(full[:, unused], small[:, vocab.other], rtol=1e-5, atol=1e-5)
 
 
 def test_demo_shape_packs_under_the_size_limit(corpus_tokens, tmp_path):

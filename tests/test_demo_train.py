@@ -55,7 +55,8 @@ def test_command_line(tmp_path):
             "--heldout", "2", "--batch-size", "8", "--no-eval", "--quiet"]
     assert cli(argv) == 0
     assert (tmp_path / "x" / "gptoss-demo.safetensors").is_file()
-    assert cli(argv) == 2  # a non-empty --out needs --force
+    assert cli(argv) == 2  # a non-empty --out needs --force (or --resume)
+    assert cli(argv + ["--resume"]) == 0  # the run is complete: nothing left to train
 
 
 def test_model_is_required_without_a_packaged_demo(capsys):

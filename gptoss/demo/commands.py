@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default="demo", help="model shape (a config preset)")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--force", action="store_true", help="replace a previous run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_demo_train)
 
@@ -33,9 +35,10 @@ def _demo_train(args: argparse.Namespace) -> int:
 
     from .train import DemoTrainOptions, clean, demo_train
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()) and not args.resume:
         if not args.force:
-            raise ValueError(f"{out}: folder is not empty; choose another or pass --force")
+            raise ValueError(f"{out}: folder is not empty; choose another, pass --force to "
+                             "replace it or --resume to continue it")
         clean(out)
     changes = {k: v for k, v in (("records", args.records), ("heldout", args.heldout),
                                  ("batch_size", args.batch_size), ("lr", args.lr))
@@ -48,7 +51,7 @@ def _demo_train(args: argparse.Namespace) -> int:
         except ModuleNotFoundError:
             raise ValueError("the held-out evaluation needs jsonschema: pip install "
                              "'gptoss[demo]' (or pass --no-eval)") from None
-    summary = demo_train(out, options, progress=not args.quiet)
+    summary = demo_train(out, options, resume=args.resume, progress=not args.quiet)
     print(json.dumps({k: summary[k] for k in ("steps", "train_seconds", "tokens_per_second",
                                               "final_loss", "package_bytes")}))
     print(f"wrote {out / 'gptoss-demo.safetensors'}"

@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..config import ModelConfig
+from ..config import GENERATION_EOS_TOKEN_IDS, ModelConfig
 from ..harmony.tokenizer import gptoss_cache_dir
 from ..weights import layouts
 from ..weights.loader import iter_canonical, open_checkpoint, with_experts
@@ -64,7 +64,10 @@ def pack(checkpoint: str | Path, vocab: DemoVocab, out_file: str | Path) -> Path
     tensors: dict[str, torch.Tensor] = {"demo.token_ids": torch.tensor(vocab.token_ids,
                                                                        dtype=torch.int32)}
     with open_checkpoint(checkpoint) as ckpt:
-        config = ckpt.config.replace(vocab_size=FULL_VOCAB)
+        # a harmony model stops on <|return|>, <|endoftext|> and <|call|> (config.json keeps
+        # only the first; the list travels in the package and the expanded generation_config)
+        config = ckpt.config.replace(vocab_size=FULL_VOCAB, eos_token_ids=GENERATION_EOS_TOKEN_IDS,
+                                     pad_token_id=GENERATION_EOS_TOKEN_IDS[1])
         for name, tensor in with_experts(iter_canonical(ckpt), packed=True):
             if name in _ROWS:
                 tensors[_ROWS[name]] = _rows(tensor, vocab, f"{ckpt.folder}: {name}")
@@ -72,7 +75,8 @@ def pack(checkpoint: str | Path, vocab: DemoVocab, out_file: str | Path) -> Path
                 tensors[name] = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": FORMAT, "config": json.dumps(config.to_hf_dict(quantized=True))}
+    hf_config = {**config.to_hf_dict(quantized=True), "eos_token_id": list(config.eos_token_ids)}
+    metadata = {"format": FORMAT, "config": json.dumps(hf_config)}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out), metadata=metadata)
     return out
 

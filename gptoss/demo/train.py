@@ -92,8 +92,10 @@ def write_initial(out: Path, config: ModelConfig, vocab: DemoVocab, seed: int) -
 
 
 def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
-               progress: bool = True, log=print) -> dict:
-    """Run the whole recipe (see the module doc); returns a summary (also out/summary.json)."""
+               resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Run the whole recipe (see the module doc); returns a summary (also out/summary.json).
+    `resume` continues the training from the latest checkpoint in out/run (same options: the
+    corpus and the initial weights are regenerated identically)."""
     o = options or DemoTrainOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,7 @@ def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
     init = write_initial(out / "init", config, vocab, o.seed)
     began = time.perf_counter()
     result = finetune(init, compact(train, vocab), out / "run", eval_data=compact(held, vocab),
-                      config=c, progress=progress, log=log)
+                      config=c, resume=resume, progress=progress, log=log)
     seconds = time.perf_counter() - began
     package = pack(result.output, vocab, out / "gptoss-demo.safetensors")
     size = package.stat().st_size
