@@ -22,6 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--preset", default="demo", help="model shape (a config preset)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: torch's; 1 is faster on a busy machine)")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--force", action="store_true", help="replace a previous run in --out")
     p.add_argument("--resume", action="store_true",
@@ -51,6 +53,9 @@ def _demo_train(args: argparse.Namespace) -> int:
         except ModuleNotFoundError:
             raise ValueError("the held-out evaluation needs jsonschema: pip install "
                              "'gptoss[demo]' (or pass --no-eval)") from None
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
     summary = demo_train(out, options, resume=args.resume, progress=not args.quiet)
     print(json.dumps({k: summary[k] for k in ("steps", "train_seconds", "tokens_per_second",
                                               "final_loss", "package_bytes")}))
