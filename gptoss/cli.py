@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "gptoss.server.commands",
     "gptoss.finetune.commands",
     "gptoss.tools.browser.commands",
+    "gptoss.demo.commands",
 )
 
 

@@ -283,6 +283,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(num_layers=4, num_experts=8, experts_per_token=2, hidden_size=64,
                  intermediate_size=64, head_dim=16, num_heads=4, num_kv_heads=2,
                  sliding_window=8),
+    # the packaged demo model (gptoss/demo, docs/demo.md): the real vocabulary and window,
+    # 4 layers, 4 experts (2 active), hidden 256; trained on a compact vocabulary
+    "demo": dict(num_layers=4, num_experts=4, experts_per_token=2, hidden_size=256,
+                 intermediate_size=256, head_dim=32, num_heads=8, num_kv_heads=2,
+                 sliding_window=128),
 }
 
 

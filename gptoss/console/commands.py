@@ -30,9 +30,13 @@ class ToolSetupError(ValueError):
 
 # ---- shared options ---------------------------------------------------------------------------
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--model and the options that shape how it is loaded and cached (shared with `serve`)."""
-    p.add_argument("--model", required=True, metavar="M",
-                   help="checkpoint folder or Hugging Face repo id (e.g. openai/gpt-oss-20b)")
+    """--model and the options that shape how it is loaded and cached (shared with `serve`).
+    --model is optional only where this install ships the demo model (`resolve_model`)."""
+    from ..demo.shipped import packaged_model
+    demo = packaged_model() is not None
+    p.add_argument("--model", required=not demo, default=None, metavar="M",
+                   help="checkpoint folder or Hugging Face repo id (e.g. openai/gpt-oss-20b)"
+                        + ("; default: the built-in tiny demo model" if demo else ""))
     p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="compute dtype")
     p.add_argument("--dequantize", action="store_true",
                    help="hold the experts in --dtype instead of packed MXFP4 (needs more memory)")
@@ -107,10 +111,19 @@ def llm_options(args: argparse.Namespace) -> dict:
                 max_model_len=args.max_model_len, kv_cache_tokens=args.kv_cache_tokens)
 
 
+def resolve_model(args: argparse.Namespace) -> str:
+    """--model, or (when it was left out) the packaged demo model's folder, saying so once."""
+    if args.model is None:
+        from ..demo.package import demo_checkpoint
+        args.model = str(demo_checkpoint(log=lambda text: print(text, file=sys.stderr)))
+        args.demo_model = True
+    return args.model
+
+
 def build_llm(args: argparse.Namespace):
     from ..engine import LLM
     lora = {CONSOLE_ADAPTER: args.lora} if getattr(args, "lora", None) else None
-    return LLM(args.model, lora=lora, **llm_options(args))
+    return LLM(resolve_model(args), lora=lora, **llm_options(args))
 
 
 def _read_json(path: Path, what: str, error: type[Exception]):

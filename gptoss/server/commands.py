@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from ..console.commands import add_model_arguments, llm_options
+from ..console.commands import add_model_arguments, llm_options, resolve_model
 from ..tools.options import add_tool_arguments, check_tools, tool_factories
 from .context import MAX_REQUEST_BYTES, MAX_TOKENS_DEFAULT
 
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from .context import ServerOptions, model_names_for
     from ..engine import AsyncEngine
     from .store import ResponseStore, default_db_path
+    from ..demo.shipped import DEMO_NAME
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if args.max_tokens_default < 0 or args.max_request_bytes < 1:
@@ -73,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"gptoss serve: {problem}", file=sys.stderr)
         return 2
-    names = model_names_for(args.model, args.served_model_name)
-    listed = min(len(names), len(args.served_model_name or ())) or 1
+    model = resolve_model(args)
+    served = args.served_model_name or ([DEMO_NAME] if getattr(args, "demo_model", False) else None)
+    names = model_names_for(model, served)
+    listed = min(len(names), len(served or ())) or 1
     options = ServerOptions(model_names=names, listed=listed,
                             api_key=args.api_key, db_path=args.db or default_db_path(),
                             max_tokens_default=args.max_tokens_default or None,
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     # before the model loads: an unusable database is refused at once (StoreError, one line)
     store = ResponseStore(options.db_path)
     try:
-        engine = AsyncEngine.from_model(args.model, max_num_seqs=args.max_num_seqs,
+        engine = AsyncEngine.from_model(model, max_num_seqs=args.max_num_seqs,
                                         lora=lora or None, **llm_options(args))
     except BaseException:
         store.close()

@@ -45,7 +45,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser("random-checkpoint", help="write a checkpoint with random weights",
                               description="Write a complete checkpoint with random weights.")
-    p.add_argument("--preset", required=True, choices=["tiny", "20b", "120b"])
+    p.add_argument("--preset", required=True, choices=["tiny", "demo", "20b", "120b"])
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
     _layout_arg(p, default="hf-mxfp4")

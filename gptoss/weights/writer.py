@@ -128,6 +128,21 @@ def write_random_checkpoint(config: ModelConfig, out_dir: str | Path, *, seed: i
     return out
 
 
+def write_canonical(config: ModelConfig, out_dir: str | Path,
+                    stream: Iterable[tuple[str, torch.Tensor]], *, layout: str = HF_MXFP4,
+                    overwrite: bool = False, progress: bool = False) -> Path:
+    """Write a stream of canonical tensors (checkpoint order, experts packed; see
+    `random_canonical`) as a complete checkpoint in `layout`."""
+    layout = layouts.normalize_layout(layout)
+    out = prepare_output(out_dir, overwrite=overwrite)
+    packed = layouts.is_packed(layout)
+    canonical = layouts.canonical_specs(config, packed=packed)
+    specs = _write_tensors(out, layout, config, canonical, with_experts(stream, packed=packed),
+                           None, progress)
+    _write_configs(out, layout, config, specs)
+    return out
+
+
 def convert_checkpoint(src: str | Path, dst: str | Path, layout: str, *,
                        shard_size: int | None = None, overwrite: bool = False,
                        progress: bool = True) -> Path:

@@ -1,0 +1,64 @@
+"""`gptoss demo-train`: build the packaged demo model from scratch (docs/demo.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo-train", help="train the tiny demo model from scratch (corpus, training, package)",
+        description="Generate the demo corpus, train the demo preset from random weights with "
+                    "full-parameter fine-tuning, pack it (gptoss-demo.safetensors, at most 30 "
+                    "MB), expand it and score it on held-out prompts. Copy OUT/gptoss-demo."
+                    "safetensors to gptoss/demo/model/ to make it the default model.")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--records", type=int, default=None, metavar="N",
+                   help="training conversations (one epoch; default: the recipe's)")
+    p.add_argument("--heldout", type=int, default=None, metavar="N",
+                   help="held-out conversations scored at the end")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--preset", default="demo", help="model shape (a config preset)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: torch's; 1 is faster on a busy machine)")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    p.add_argument("--force", action="store_true", help="replace a previous run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its latest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_demo_train)
+
+
+def _demo_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .train import DemoTrainOptions, clean, demo_train
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        if not args.force:
+            raise ValueError(f"{out}: folder is not empty; choose another, pass --force to "
+                             "replace it or --resume to continue it")
+        clean(out)
+    changes = {k: v for k, v in (("records", args.records), ("heldout", args.heldout),
+                                 ("batch_size", args.batch_size), ("lr", args.lr))
+               if v is not None}
+    options = replace(DemoTrainOptions(seed=args.seed, preset=args.preset,
+                                       evaluate=not args.no_eval), **changes)
+    if options.evaluate:
+        try:
+            import jsonschema  # noqa: F401
+        except ModuleNotFoundError:
+            raise ValueError("the held-out evaluation needs jsonschema: pip install "
+                             "'gptoss[demo]' (or pass --no-eval)") from None
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
+    summary = demo_train(out, options, resume=args.resume, progress=not args.quiet)
+    print(json.dumps({k: summary[k] for k in ("steps", "train_seconds", "tokens_per_second",
+                                              "final_loss", "package_bytes")}))
+    print(f"wrote {out / 'gptoss-demo.safetensors'}"
+          + (f" and {out / 'MODEL_CARD.md'}" if options.evaluate else ""))
+    return 0

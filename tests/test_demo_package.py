@@ -1,0 +1,95 @@
+"""The demo package: pack -> expand gives a standard checkpoint that transformers'
+GptOssForCausalLM (the oracle) reads with the unpacked model's logits on the corpus's tokens;
+a compact-vocabulary model packs to the same logits; the demo shape packs under 30 MB; the
+expansion is cached."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptoss.config import GENERATION_EOS_TOKEN_IDS, ModelConfig, generation_eos_token_ids
+from gptoss.demo import corpus
+from gptoss.demo.package import (SIZE_LIMIT, cached_expansion, expand, pack, packaged_model,
+                                 read_config)
+from gptoss.demo.train import write_initial
+from gptoss.demo.vocab import FULL_VOCAB, DemoVocab, vocab_from_examples
+from gptoss.finetune.data import render_record
+from gptoss.weights.loader import load_model
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def corpus_tokens():
+    return [render_record(r)[0] for r in corpus.generate(40, seed=0)]
+
+
+@pytest.fixture(scope="module")
+def vocab(corpus_tokens):
+    return vocab_from_examples(corpus_tokens, other_rows=16)
+
+
+def oracle(folder):
+    from transformers import GptOssForCausalLM, Mxfp4Config
+    return GptOssForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="eager",
+        quantization_config=Mxfp4Config(dequantize=True)).eval()
+
+
+@torch.no_grad()
+def test_expanded_package_matches_the_unpacked_model(harmony_tiny_checkpoint, vocab,
+                                                     corpus_tokens, tmp_path):
+    packed = pack(harmony_tiny_checkpoint, vocab, tmp_path / "demo.safetensors")
+    folder = expand(packed, tmp_path / "expanded")
+    ids = torch.tensor([corpus_tokens[0][:96]])
+    ours = load_model(harmony_tiny_checkpoint, dtype=torch.float32, dequantize=True)(ids)[0]
+    theirs = oracle(folder)(ids).logits[0]
+    cols = torch.tensor(vocab.token_ids)
+    err = (theirs[:, cols] - ours[:, cols]).norm() / ours[:, cols].norm()
+    assert err < 1e-4
+    # every token without its own row has the one shared row's logit
+    other = torch.ones(FULL_VOCAB, dtype=torch.bool)
+    other[cols] = False
+    rest = theirs[:, other]
+    assert torch.equal(rest, rest[:, :1].expand_as(rest))
+    assert read_config(packed).vocab_size == FULL_VOCAB
+    # it stops on <|return|>, <|endoftext|> and <|call|>, as the published checkpoints do
+    assert generation_eos_token_ids(folder) == GENERATION_EOS_TOKEN_IDS
+
+
+@torch.no_grad()
+def test_compact_model_packs_to_the_same_logits(vocab, corpus_tokens, tmp_path):
+    config = ModelConfig.preset("tiny").replace(hidden_size=64)
+    compact = write_initial(tmp_path / "compact", config, vocab, seed=1)
+    folder = expand(pack(compact, vocab, tmp_path / "p.safetensors"), tmp_path / "x")
+    tokens = corpus_tokens[1][:80]
+    small = load_model(compact, dtype=torch.float32, dequantize=True)(
+        torch.tensor([vocab.to_compact(tokens)]))[0]
+    full = load_model(folder, dtype=torch.float32, dequantize=True)(torch.tensor([tokens]))[0]
+    torch.testing.assert_close(full[:, torch.tensor(vocab.token_ids)], small[:, :vocab.other],
+                               rtol=1e-5, atol=1e-5)
+    # the tied "other" rows became the shared row: an unused token's logit is theirs
+    unused = next(i for i in range(FULL_VOCAB) if i not in set(vocab.token_ids))
+    torch.testing.assert_close(full[:, unused], small[:, vocab.other], rtol=1e-5, atol=1e-5)
+
+
+def test_demo_shape_packs_under_the_size_limit(corpus_tokens, tmp_path):
+    # a corpus vocabulary as large as the real one (about 2,200 ids) at the demo preset's shape
+    ids = sorted(set(range(0, 200013, 80)) | set(vocab_from_examples(corpus_tokens).token_ids))
+    vocab = DemoVocab(tuple(ids), other_rows=8)
+    compact = write_initial(tmp_path / "c", ModelConfig.preset("demo"), vocab, seed=0)
+    packed = pack(compact, vocab, tmp_path / "demo.safetensors")
+    assert len(ids) > 2200 and packed.stat().st_size < SIZE_LIMIT
+
+
+def test_expansion_is_cached(harmony_tiny_checkpoint, vocab, tmp_path):
+    packed = pack(harmony_tiny_checkpoint, vocab, tmp_path / "demo.safetensors")
+    first = cached_expansion(packed, tmp_path / "cache")
+    stamp = (first / "config.json").stat().st_mtime_ns
+    assert cached_expansion(packed, tmp_path / "cache") == first
+    assert (first / "config.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
+
+
+def test_no_package_is_shipped_yet():
+    assert packaged_model() is None
