@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from openai.types.responses import ResponseFunctionWebSearch, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from gptoss.tools.browser import BrowserTool
 from gptoss.tools.browser.index import build_index
-from test_tools_loop import ForcingEngine, Segments, harmony, tail_messages
+from test_tools_loop import ForcingEngine, Segments, harmony, llm, tail_messages  # noqa: F401 (llm: a fixture)
 
 MOON_URL = "https://corpus.test/moon.md"
 
@@ -46,15 +45,6 @@ def corpus(tmp_path_factory):
         "Moon's gravity.</p></body></html>")
     build_index(root, base_url="https://corpus.test")
     return root
-
-
-@pytest.fixture(scope="module")
-def llm(harmony_tiny_checkpoint):
-    from gptoss.engine import LLM
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield LLM(harmony_tiny_checkpoint, dtype=torch.float32, dequantize=True)
-    torch.set_num_threads(threads)
 
 
 def test_llm_chat_searches_opens_finds_and_answers(llm, corpus):
