@@ -1,7 +1,8 @@
 """The Docker backend of the python tool: each call runs in a new container (`docker run --rm`,
 no network, read-only root, a size-limited tmpfs working directory, memory, CPU and process
 limits), the same limits as the namespace sandbox. Used only where `docker` is installed and its
-daemon answers; not exercised by the test suite on machines without one."""
+daemon answers. tests/test_python_docker.py checks the invocation with a stand-in `docker`
+command; no daemon runs on the project's test machines."""
 from __future__ import annotations
 
 import shutil
