@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels import dispatch
 from ..kernels import reference as ref
 from ..kernels.cpu import library as native
 from ..kernels.mxfp4 import dequantize
@@ -34,6 +35,8 @@ class PackedMXFP4(nn.Module):
 
 class MLPBlock(nn.Module):
     """x + sum_e w_e * expert_e(rmsnorm(x)) over the top-k routed experts."""
+
+    kernels = "auto"  # GPU kernel choice (kernels/dispatch.py)
 
     def __init__(self, *, hidden: int, intermediate: int, num_experts: int, top_k: int,
                  limit: float, alpha: float, eps: float, packed: bool, dtype: torch.dtype,
@@ -64,13 +67,24 @@ class MLPBlock(nn.Module):
         t = self.norm(x).reshape(-1, shape[-1])  # [N, H]
         logits = native.linear_or_torch(t, self.gate.weight, self.gate.bias)
         ids, weights = ref.top_k_softmax(logits, self.top_k, t.dtype)  # [N, k] each
-        if isinstance(self.mlp1_weight, PackedMXFP4) and native.usable(t, self.mlp1_bias):
+        packed = isinstance(self.mlp1_weight, PackedMXFP4)
+        if packed and dispatch.use_triton(self.kernels, t, self.mlp1_bias):
+            out = self.experts_triton(t, ids, weights)
+        elif packed and native.usable(t, self.mlp1_bias):
             out = native.moe(t, ids, weights, self.mlp1_weight.blocks, self.mlp1_weight.scales,
                              self.mlp1_bias, self.mlp2_weight.blocks, self.mlp2_weight.scales,
                              self.mlp2_bias, self.limit, self.alpha)
         else:
             out = self.experts_reference(t, ids, weights)
         return x + out.view(shape)
+
+    def experts_triton(self, t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
+                       ) -> torch.Tensor:
+        """The packed experts in the Triton kernels (same contract as `experts_reference`)."""
+        from ..kernels.triton.mxfp4_moe import moe  # triton is optional: imported if used
+        return moe(t, ids, weights, self.mlp1_weight.blocks, self.mlp1_weight.scales,
+                   self.mlp1_bias, self.mlp2_weight.blocks, self.mlp2_weight.scales,
+                   self.mlp2_bias, self.limit, self.alpha)
 
     def experts_reference(self, t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
                           ) -> torch.Tensor:
