@@ -25,14 +25,16 @@ def check_choice(choice: str) -> str:
     if choice not in KERNELS:
         raise KernelChoiceError(f"kernels must be one of {KERNELS}, got {choice!r}")
     if choice == "triton" and triton_kernels.missing_reason():
-        raise KernelChoiceError(f"kernels='triton' was chosen, but {triton_kernels.missing_reason()}")
+        raise KernelChoiceError(f"kernels='triton' was chosen, but "
+                                f"{triton_kernels.missing_reason()}")
     return choice
 
 
 def use_triton(choice: str, *tensors: torch.Tensor) -> bool:
     """Whether a module with kernel choice `choice` runs these tensors through Triton: on CUDA
-    (or in the interpreter with "triton"), triton installed, no gradient wanted (no backward)."""
-    if choice == "reference" or not tensors:
+    (or in the interpreter with "triton"), triton installed, the activation (the first tensor)
+    in bf16 (the kernels' storage type) and no gradient wanted (they have no backward)."""
+    if choice == "reference" or not tensors or tensors[0].dtype != torch.bfloat16:
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False

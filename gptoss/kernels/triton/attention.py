@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from . import interpreted
-from .mxfp4_moe import mma
+from .numerics import mma, to_bf16
 
 BLOCK_N = 64  # keys per step
 
@@ -24,7 +24,7 @@ BLOCK_N = 64  # keys per step
 def _sink_attention(q_ptr, k_ptr, v_ptr, slots_ptr, key_pos_ptr, lengths_ptr, q_pos_ptr,
                     sinks_ptr, out_ptr, scale, window, T, S, HQ: tl.constexpr,
                     HKV: tl.constexpr, D: tl.constexpr, G: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, FP32_DOT: tl.constexpr):
+                    BLOCK_N: tl.constexpr, INTERPRETED: tl.constexpr):
     b = tl.program_id(0) // HKV
     h = tl.program_id(0) % HKV
     r = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -47,7 +47,7 @@ def _sink_attention(q_ptr, k_ptr, v_ptr, slots_ptr, key_pos_ptr, lengths_ptr, q_
         kv_off = (slot * HKV + h) * D
         k = tl.load(k_ptr + kv_off[:, None] + d[None, :], mask=s_ok[:, None], other=0.0)
         v = tl.load(v_ptr + kv_off[:, None] + d[None, :], mask=s_ok[:, None], other=0.0)
-        scores = mma(q, tl.trans(k), FP32_DOT) * scale                     # [M, N] fp32
+        scores = mma(q, tl.trans(k), INTERPRETED) * scale                     # [M, N] fp32
         dist = q_pos[:, None] - k_pos[None, :]
         visible = (k_pos[None, :] >= 0) & (dist >= 0) & ((window == 0) | (dist < window))
         scores = tl.where(visible, scores, float("-inf"))
@@ -58,7 +58,7 @@ def _sink_attention(q_ptr, k_ptr, v_ptr, slots_ptr, key_pos_ptr, lengths_ptr, q_
         acc = acc * rescale[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
         m = m_new
     out = acc / l[:, None]
-    tl.store(out_ptr + q_off[:, None] + d[None, :], out.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + q_off[:, None] + d[None, :], to_bf16(out, INTERPRETED),
              mask=row_ok[:, None])
 
 
@@ -68,7 +68,7 @@ def sink_attention_paged(q: torch.Tensor, k_slots: torch.Tensor, v_slots: torch.
                          lengths: torch.Tensor | None = None) -> torch.Tensor:
     """q [B, T, Hq, D], k_slots/v_slots [N, Hkv, D] (a layer's storage), slots/key_pos [B, S]
     (slot and position of each key, -1 = empty), q_pos [B, T] (-1 = padding), sinks [Hq],
-    lengths [B] (keys to read per row, default S) -> [B, T, Hq*D] in v's dtype.
+    lengths [B] (keys to read per row, default S) -> [B, T, Hq*D] in bf16.
     Key j is visible to query i iff 0 <= pos_j <= pos_i and, with a window, pos_i - pos_j < window
     (as `reference.visibility_mask`)."""
     B, T, HQ, D = q.shape
@@ -84,7 +84,7 @@ def sink_attention_paged(q: torch.Tensor, k_slots: torch.Tensor, v_slots: torch.
         q.contiguous(), k_slots.contiguous(), v_slots.contiguous(), slots.contiguous(),
         key_pos.contiguous(), lengths.to(torch.int32).contiguous(), q_pos.contiguous(),
         sinks.contiguous(), out, float(scale), int(window), T, S, HQ=HQ, HKV=HKV, D=D, G=G,
-        BLOCK_M=block_m, BLOCK_N=BLOCK_N, FP32_DOT=interpreted())
+        BLOCK_M=block_m, BLOCK_N=BLOCK_N, INTERPRETED=interpreted())
     return out.view(B, T, HQ * D)
 
 

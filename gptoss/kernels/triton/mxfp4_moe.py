@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from . import interpreted
+from .numerics import mma, to_bf16
 from .routing import expert_tiles
 
 BLOCK_N = 64     # output units per program
@@ -39,18 +40,8 @@ def _scale_value(s):
 
 
 @triton.jit
-def mma(a, b, FP32_DOT: tl.constexpr):
-    """a [M, K] @ b [K, N] of bf16 values with fp32 accumulation. Triton's interpreter
-    multiplies bf16 wrongly, so there (FP32_DOT) the same bf16 values are multiplied in fp32:
-    each product is exact either way."""
-    if FP32_DOT:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
-
-
-@triton.jit
 def _row_dot(acc, act_ptr, act_rows, row_ok, blocks_ptr, scales_ptr, w_rows, w_ok,
-             K: tl.constexpr, BLOCK_K: tl.constexpr, FP32_DOT: tl.constexpr):
+             K: tl.constexpr, BLOCK_K: tl.constexpr, INTERPRETED: tl.constexpr):
     """acc [M, N] += act[act_rows, :K] @ W[w_rows, :K]^T with W read as MXFP4."""
     j = tl.arange(0, BLOCK_K // 2)
     for k0 in range(0, K, BLOCK_K):
@@ -66,10 +57,10 @@ def _row_dot(acc, act_ptr, act_rows, row_ok, blocks_ptr, scales_ptr, w_rows, w_o
         s = tl.load(scales_ptr + w_rows[:, None] * (K // 32) + (even // 32)[None, :],
                     mask=wm, other=127).to(tl.int32)
         f = _scale_value(s)
-        lo = (_fp4_value(byte & 15) * f).to(tl.bfloat16)       # [N, BK/2]
-        hi = (_fp4_value(byte >> 4) * f).to(tl.bfloat16)
-        acc += mma(xe, tl.trans(lo), FP32_DOT)
-        acc += mma(xo, tl.trans(hi), FP32_DOT)
+        lo = to_bf16(_fp4_value(byte & 15) * f, INTERPRETED)       # [N, BK/2]
+        hi = to_bf16(_fp4_value(byte >> 4) * f, INTERPRETED)
+        acc += mma(xe, tl.trans(lo), INTERPRETED)
+        acc += mma(xo, tl.trans(hi), INTERPRETED)
     return acc
 
 
@@ -89,7 +80,7 @@ def _tile_rows(order_ptr, expert_ptr, start_ptr, end_ptr, BLOCK_M: tl.constexpr)
 def _moe_up(x_ptr, order_ptr, expert_ptr, start_ptr, end_ptr, blocks_ptr, scales_ptr, bias_ptr,
             y_ptr, limit, alpha, H: tl.constexpr, I: tl.constexpr, TOP_K: tl.constexpr,
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-            FP32_DOT: tl.constexpr):
+            INTERPRETED: tl.constexpr):
     e, a, ok = _tile_rows(order_ptr, expert_ptr, start_ptr, end_ptr, BLOCK_M)
     if tl.load(expert_ptr + tl.program_id(0)) >= 0:
         n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)   # intermediate units
@@ -98,18 +89,18 @@ def _moe_up(x_ptr, order_ptr, expert_ptr, start_ptr, end_ptr, blocks_ptr, scales
         token = a // TOP_K
         g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         g = _row_dot(g, x_ptr, token, ok, blocks_ptr, scales_ptr, gate_rows, n_ok, H, BLOCK_K,
-                     FP32_DOT)
+                     INTERPRETED)
         lin = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         lin = _row_dot(lin, x_ptr, token, ok, blocks_ptr, scales_ptr, gate_rows + 1, n_ok, H,
-                       BLOCK_K, FP32_DOT)
+                       BLOCK_K, INTERPRETED)
         bg = tl.load(bias_ptr + gate_rows, mask=n_ok, other=0.0).to(tl.float32)
         bl = tl.load(bias_ptr + gate_rows + 1, mask=n_ok, other=0.0).to(tl.float32)
-        g = (g + bg[None, :]).to(tl.bfloat16).to(tl.float32)
-        lin = (lin + bl[None, :]).to(tl.bfloat16).to(tl.float32)
+        g = to_bf16(g + bg[None, :], INTERPRETED).to(tl.float32)
+        lin = to_bf16(lin + bl[None, :], INTERPRETED).to(tl.float32)
         g = tl.minimum(g, limit)
         lin = tl.minimum(tl.maximum(lin, -limit), limit)
         y = g * tl.sigmoid(alpha * g) * (lin + 1.0)
-        tl.store(y_ptr + a[:, None] * I + n[None, :], y.to(tl.bfloat16),
+        tl.store(y_ptr + a[:, None] * I + n[None, :], to_bf16(y, INTERPRETED),
                  mask=ok[:, None] & n_ok[None, :])
 
 
@@ -117,17 +108,17 @@ def _moe_up(x_ptr, order_ptr, expert_ptr, start_ptr, end_ptr, blocks_ptr, scales
 def _moe_down(y_ptr, order_ptr, expert_ptr, start_ptr, end_ptr, blocks_ptr, scales_ptr,
               bias_ptr, weight_ptr, out_ptr, H: tl.constexpr, I: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-            FP32_DOT: tl.constexpr):
+            INTERPRETED: tl.constexpr):
     e, a, ok = _tile_rows(order_ptr, expert_ptr, start_ptr, end_ptr, BLOCK_M)
     if tl.load(expert_ptr + tl.program_id(0)) >= 0:
         n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)   # hidden units
         n_ok = n < H
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc = _row_dot(acc, y_ptr, a, ok, blocks_ptr, scales_ptr, e * H + n, n_ok, I, BLOCK_K,
-                       FP32_DOT)
+                       INTERPRETED)
         b = tl.load(bias_ptr + e * H + n, mask=n_ok, other=0.0).to(tl.float32)
         w = tl.load(weight_ptr + a, mask=ok, other=0.0).to(tl.float32)
-        o = (acc + b[None, :]).to(tl.bfloat16).to(tl.float32) * w[:, None]
+        o = to_bf16(acc + b[None, :], INTERPRETED).to(tl.float32) * w[:, None]
         tl.store(out_ptr + a[:, None] * H + n[None, :], o, mask=ok[:, None] & n_ok[None, :])
 
 
@@ -151,12 +142,12 @@ def moe(t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, w1_blocks: to
     x = t.contiguous()
     y = torch.empty(A, I, dtype=torch.bfloat16, device=t.device)
     out = torch.empty(A, H, dtype=torch.float32, device=t.device)
-    fp32_dot = interpreted()
+    interp = interpreted()
     plan = (tiles.order, tiles.expert, tiles.start, tiles.end)
     _moe_up[(tiles.max_tiles, triton.cdiv(I, BLOCK_N))](
         x, *plan, w1_blocks, w1_scales, b1, y, float(limit), float(alpha), H=H, I=I,
-        TOP_K=top_k, BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_K=_block_k(H), FP32_DOT=fp32_dot)
+        TOP_K=top_k, BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_K=_block_k(H), INTERPRETED=interp)
     _moe_down[(tiles.max_tiles, triton.cdiv(H, BLOCK_N))](
         y, *plan, w2_blocks, w2_scales, b2, weights.contiguous(), out, H=H, I=I,
-        BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_K=_block_k(I), FP32_DOT=fp32_dot)
+        BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_K=_block_k(I), INTERPRETED=interp)
     return out.view(N, top_k, H).sum(1).to(t.dtype)
