@@ -114,3 +114,12 @@ def check(memory: MemoryPlan, capacity: int, what: str) -> None:
             f"{what} does not fit: needs {memory.total / GiB:.2f} GiB (weights "
             f"{memory.weights / GiB:.2f} + KV cache {memory.kv_cache / GiB:.2f} + workspace "
             f"{memory.workspace / GiB:.2f}), the device has {capacity / GiB:.2f} GiB free")
+
+
+def check_cache(config: ModelConfig, engine: EngineConfig, dtype: torch.dtype,
+                device: str | torch.device) -> None:
+    """Before the engine allocates its KV cache on a CUDA device: cache + workspace must fit."""
+    need = MemoryPlan(0, kv_cache_bytes(config, engine, dtype), workspace_bytes(config, engine),
+                      engine.kv_cache_tokens, engine.max_num_seqs)
+    check(need, device_capacity(device), f"the KV cache for {engine.kv_cache_tokens} tokens "
+                                         f"(kv_cache_tokens) on {device}")

@@ -37,13 +37,20 @@ def group_chunks(chunks: Sequence[ScheduledChunk]) -> list[list[ScheduledChunk]]
 class ModelRunner:
     """`run(step) -> SamplerOutput` with one token per sampling chunk, in chunk order."""
 
-    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, sampler: Sampler | None = None):
+    def __init__(self, model: torch.nn.Module, cache: PagedKVCache, sampler: Sampler | None = None,
+                 graphs=None):
         self.model, self.cache = model, cache
         self.sampler = sampler or Sampler()
         self.device = next(model.parameters()).device
+        self.graphs = graphs  # cuda_graphs.DecodeGraphs replaying all-decode steps, or None
 
     @torch.inference_mode()
     def run(self, step: SchedulerOutput) -> SamplerOutput:
+        if self.graphs is not None and self._replayable(step.chunks):
+            rows = [(c.request.request_id, c.start, 1) for c in step.chunks]
+            tokens = [c.request.all_token_ids[c.start] for c in step.chunks]
+            logits = self.graphs.run(rows, tokens)
+            return self.sampler(logits.cpu(), [c.request for c in step.chunks])
         hidden: dict[int, torch.Tensor] = {}  # id(chunk) -> final hidden state [H] of its last token
         for group in group_chunks(step.chunks):
             h = self._forward(group)
@@ -55,6 +62,11 @@ class ModelRunner:
             return SamplerOutput([], [])
         logits = self.model.logits(torch.stack([hidden[id(c)] for c in sampling]))  # [N, V]
         return self.sampler(logits.cpu(), [c.request for c in sampling])
+
+    def _replayable(self, chunks: Sequence[ScheduledChunk]) -> bool:
+        """Every chunk decodes one token and samples it, and a graph holds that many rows."""
+        return (bool(chunks) and all(c.length == 1 and c.samples for c in chunks)
+                and self.graphs.handles(len(chunks)))
 
     def _forward(self, group: list[ScheduledChunk]) -> torch.Tensor:
         """One forward pass over a group of chunks -> final hidden states [B, T, H]."""

@@ -33,7 +33,9 @@ def expert_tiles(ids: torch.Tensor, num_experts: int, tile_rows: int) -> ExpertT
     """ids [N, k] (expert of each assignment) -> the tile plan."""
     flat = ids.reshape(-1)
     order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=num_experts)                    # [E]
+    # [E]; not bincount, which asks the host for the largest id on CUDA
+    counts = torch.zeros(num_experts, dtype=torch.long, device=ids.device).scatter_add_(
+        0, flat, torch.ones_like(flat))
     first_row = torch.cumsum(counts, 0) - counts                            # [E]
     tiles = (counts + tile_rows - 1) // tile_rows                           # [E]
     tiles_end = torch.cumsum(tiles, 0)                                      # [E]
