@@ -42,6 +42,7 @@ class StaticCacheView:
         self.widths = [((-(-g.window // bs) + 1) if g.window else -(-max_len // bs)) * bs
                        for g in cache.groups]
         self.src = torch.arange(batch, device=dev)
+        self.used = [0] * len(self.widths)  # columns of gather/key_pos the last fill wrote
         # per group: dst, gather, key_pos, lengths (on the device, and pinned host copies)
         self.device_buffers: list[list[torch.Tensor]] = []
         self.host_buffers: list[list[torch.Tensor]] = []
@@ -65,19 +66,25 @@ class StaticCacheView:
         index.cache = self.cache
         for g, width in enumerate(self.widths):
             dst, _, gather, key_pos = CacheView._index(index, g, rows, 1)  # host tensors
-            if gather.shape[1] > width:
-                raise ValueError(f"a row needs {gather.shape[1]} keys, more than the {width} "
-                                 "the graphs were captured for")
+            w = gather.shape[1]
+            if w > width:
+                raise ValueError(f"a row needs {w} keys, more than the {width} the graphs were "
+                                 "captured for")
             h_dst, h_gather, h_pos, h_len = self.host_buffers[g]
             h_dst.fill_(self.scratch[g])
             h_dst[:n] = dst
-            h_gather.zero_()
-            h_gather[:n, :gather.shape[1]] = gather
-            h_pos.fill_(-1)
-            h_pos[:n, :key_pos.shape[1]] = key_pos
             h_len.zero_()
             h_len[:n] = (key_pos >= 0).sum(1)  # a row's live keys are a prefix of its list
-            for device, host in zip(self.device_buffers[g], self.host_buffers[g]):
+            # only the columns this step or the previous one used are rewritten and copied
+            cols = max(w, self.used[g])
+            h_gather[:, :cols] = 0
+            h_pos[:, :cols] = -1
+            h_gather[:n, :w] = gather
+            h_pos[:n, :w] = key_pos
+            self.used[g] = w
+            d_dst, d_gather, d_pos, d_len = self.device_buffers[g]
+            for device, host in ((d_dst, h_dst), (d_len, h_len), (d_gather[:, :cols],
+                                 h_gather[:, :cols]), (d_pos[:, :cols], h_pos[:, :cols])):
                 device.copy_(host, non_blocking=True)
 
     def rows(self, size: int) -> "StaticRows":
