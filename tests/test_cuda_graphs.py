@@ -45,6 +45,14 @@ def test_static_view_holds_what_the_cache_view_holds(tiny_config):
         assert torch.equal(gather[:3, :width][live], view.gather[g][live])
         assert torch.all(key_pos[:, width:] == -1) and torch.all(key_pos[3] == -1)
         assert lengths_g.tolist() == live.sum(1).tolist() + [0]
+    static.fill(rows[:1])  # a shorter step after a longer one: no stale keys stay visible
+    for g in range(len(cache.groups)):
+        _, _, key_pos, lengths_g = static.device_buffers[g]
+        view = cache.view(rows[:1], 1)
+        width = view.key_pos[g].shape[1]
+        assert torch.equal(key_pos[:1, :width], view.key_pos[g])
+        assert torch.all(key_pos[:, width:] == -1) and torch.all(key_pos[1:] == -1)
+        assert lengths_g[1:].tolist() == [0, 0, 0]
 
 
 def test_static_view_refuses_what_it_was_not_sized_for(tiny_config):
@@ -127,8 +135,8 @@ def test_graph_replay_equals_eager_decoding_on_cuda(tiny_checkpoints):
     a, b = graphed.generate(prompts, params), eager.generate(prompts, params)
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
     for x, y in zip(a, b):
-        assert [s.top[0][1] for s in x.logprobs] == pytest.approx(
-            [s.top[0][1] for s in y.logprobs], abs=1e-3)
+        assert [s.logprob for s in x.logprobs] == pytest.approx(
+            [s.logprob for s in y.logprobs], abs=1e-3)
 
 
 @pytest.mark.gpu
@@ -137,10 +145,16 @@ def test_triton_greedy_tokens_equal_the_reference_path_on_cuda(tiny_checkpoints)
     from gptoss.engine.llm import LLM
     from gptoss.engine.sampler import SamplingParams
     from gptoss.weights.loader import load_model
-    params = SamplingParams(temperature=0, max_tokens=16, stop_token_ids=[])
+    params = SamplingParams(temperature=0, max_tokens=16, stop_token_ids=[], logprobs=4)
     prompts = [[5, 17, 300, 42, 7, 9, 11, 600, 3, 4], [8, 9, 10]]
     runs = []
     for kernels in ("triton", "reference"):
         model = load_model(tiny_checkpoints["hf-mxfp4"], device="cuda", kernels=kernels)
-        runs.append([o.token_ids for o in LLM(model).generate(prompts, params)])
-    assert runs[0] == runs[1]
+        runs.append(LLM(model).generate(prompts, params))
+    for fast, ref in zip(*runs):  # equal up to a near-tie (as tests/test_engine_native.py)
+        n = next((i for i, (a, b) in enumerate(zip(fast.token_ids, ref.token_ids)) if a != b),
+                 len(ref.token_ids))
+        if n < len(ref.token_ids):
+            top = dict(ref.logprobs[n].top)
+            assert fast.token_ids[n] in top
+            assert top[ref.token_ids[n]] - top[fast.token_ids[n]] <= 1 / 16

@@ -1,7 +1,7 @@
-"""Triton kernels against kernels/reference.py on CPU tensors, in Triton's interpreter
-(TRITON_INTERPRET=1, set here before triton is imported). Small shapes, with the edge cases of
-the CPU kernels' tests: scale bytes 0 and 255, tails, window boundaries, sinks, odd expert
-counts, one token, padding."""
+"""Triton kernels against kernels/reference.py: on CUDA tensors where a GPU is present, else on
+CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set here before the kernels are
+defined). Small shapes, with the edge cases of the CPU kernels' tests: scale bytes 0 and 255,
+tails, window boundaries, sinks, odd expert counts, one token, padding."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,8 @@ import warnings
 import pytest
 import torch
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from gptoss.kernels import triton as triton_kernels  # noqa: E402
 
 if triton_kernels.missing_reason():
@@ -206,7 +207,7 @@ def test_rms_norm_matches_reference(shape, scale_dtype):
 def tiny_models(tiny_checkpoints):
     from gptoss.weights.loader import load_model
     path = tiny_checkpoints["hf-mxfp4"]
-    reference = load_model(path, kernels="reference")
+    reference = load_model(path, device=DEVICE, kernels="reference")  # same linear layers
     fast = load_model(path, device=DEVICE, kernels="triton")
     return reference, fast
 
@@ -218,10 +219,13 @@ def test_model_logits_match_the_reference_path(tiny_models):
     positions = torch.arange(11).expand(2, 11).clone()
     positions[1, 8:] = -1  # padding at the end of the second row
     with native.reference_only():
-        expected = reference(ids, positions)
+        expected = reference(ids.to(DEVICE), positions.to(DEVICE)).cpu()
     got = fast(ids.to(DEVICE), positions.to(DEVICE)).cpu()
     real = positions >= 0
-    torch.testing.assert_close(got[real].float(), expected[real].float(), rtol=3e-2, atol=3e-2)
+    # the interpreter reproduces the bf16 reference bit for bit layer by layer; on a GPU the
+    # kernels sum in another order, which a random 4-layer model amplifies a little
+    tol = 3e-2 if DEVICE == "cpu" else 1e-1
+    torch.testing.assert_close(got[real].float(), expected[real].float(), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("layer", [0, 1])  # sliding (window 8), full

@@ -34,6 +34,15 @@ def group_chunks(chunks: Sequence[ScheduledChunk]) -> list[list[ScheduledChunk]]
     return groups
 
 
+def _for_sampler(logits: torch.Tensor, requests) -> torch.Tensor:
+    """Plain greedy rows (no logits processor, penalty or logprobs) take their max where the
+    logits are (on a GPU: N token ids cross to the host instead of N x V logits); anything else
+    is sampled from host logits."""
+    plain = all(r.params.greedy and r.logits_processor is None and not r.params.penalized
+                and r.params.logprobs is None for r in requests)
+    return logits if plain else logits.cpu()
+
+
 class ModelRunner:
     """`run(step) -> SamplerOutput` with one token per sampling chunk, in chunk order."""
 
@@ -49,8 +58,8 @@ class ModelRunner:
         if self.graphs is not None and self._replayable(step.chunks):
             rows = [(c.request.request_id, c.start, 1) for c in step.chunks]
             tokens = [c.request.all_token_ids[c.start] for c in step.chunks]
-            logits = self.graphs.run(rows, tokens)
-            return self.sampler(logits.cpu(), [c.request for c in step.chunks])
+            requests = [c.request for c in step.chunks]
+            return self.sampler(_for_sampler(self.graphs.run(rows, tokens), requests), requests)
         hidden: dict[int, torch.Tensor] = {}  # id(chunk) -> final hidden state [H] of its last token
         for group in group_chunks(step.chunks):
             h = self._forward(group)
@@ -61,7 +70,8 @@ class ModelRunner:
         if not sampling:
             return SamplerOutput([], [])
         logits = self.model.logits(torch.stack([hidden[id(c)] for c in sampling]))  # [N, V]
-        return self.sampler(logits.cpu(), [c.request for c in sampling])
+        requests = [c.request for c in sampling]
+        return self.sampler(_for_sampler(logits, requests), requests)
 
     def _replayable(self, chunks: Sequence[ScheduledChunk]) -> bool:
         """Every chunk decodes one token and samples it, and a graph holds that many rows."""
