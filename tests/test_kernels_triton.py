@@ -191,7 +191,8 @@ def test_attention_dominant_sink_and_no_visible_key():
 
 
 # ---- RMSNorm -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape,scale_dtype", [((3, 64), torch.bfloat16), ((2, 5, 96), torch.float32),
+@pytest.mark.parametrize("shape,scale_dtype", [((3, 64), torch.bfloat16),
+                                               ((2, 5, 96), torch.float32),
                                                ((1, 1, 2880), torch.bfloat16)])
 def test_rms_norm_matches_reference(shape, scale_dtype):
     g = torch.Generator().manual_seed(shape[-1])

@@ -70,7 +70,8 @@ def register(subparsers) -> None:
                                            "sequences and the workspace, against a device. "
                                            "Exit status 1 if it does not fit.")
     pl.add_argument("--model", required=True, metavar="M",
-                    help="a checkpoint folder (only its config.json is read) or a preset: 20b, 120b")
+                    help="a checkpoint folder (only its config.json is read) or a preset: "
+                         "20b, 120b")
     pl.add_argument("--context", type=int, default=None, metavar="N",
                     help="tokens per sequence (default: the model's maximum)")
     pl.add_argument("--batch", type=int, default=1, metavar="B", help="sequences at once")
