@@ -177,6 +177,25 @@ def test_attention_reads_paged_slots_in_place():
     torch.testing.assert_close(got.float(), expected.float(), rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("window,splits", [(0, 3), (16, 4), (0, None)])
+def test_attention_decode_split_over_keys(window, splits):
+    """Flash-decoding: keys divided among programs (the last splits see few or no keys: with
+    a window most of them see nothing), partial softmaxes combined in fp32."""
+    B, T, S, Hq, Hkv, D = 2, 1, 600, 8, 2, 16
+    q, k, v, sinks = _attention_case(B, T, S, Hq, Hkv, D, seed=21)
+    key_pos = torch.arange(S).expand(B, S).clone()
+    key_pos[1, 400:] = -1
+    q_pos = torch.tensor([[S - 1], [399]])
+    expected = _reference(q, k, v, sinks, q_pos, key_pos, window)
+    B_, S_ = k.shape[:2]
+    slots = torch.arange(B_ * S_).view(B_, S_)
+    got = attention.sink_attention_paged(
+        *(x.to(DEVICE) for x in (q, k.reshape(-1, Hkv, D), v.reshape(-1, Hkv, D), slots,
+                                 key_pos, q_pos, sinks)), window, D ** -0.5, splits=splits).cpu()
+    torch.testing.assert_close(got.float(), expected.float(), rtol=1e-2, atol=1e-2)
+    assert attention._splits(1, S, 4) > 1 and attention._splits(5, S, 4) == 1
+
+
 def test_attention_dominant_sink_and_no_visible_key():
     B, T, S, Hq, Hkv, D = 1, 2, 8, 4, 2, 16
     q, k, v, _ = _attention_case(B, T, S, Hq, Hkv, D, seed=5)
