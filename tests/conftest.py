@@ -1,9 +1,17 @@
 """Shared pytest fixtures. Keep each fixture small and documented; add new ones below."""
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from gptoss.config import ModelConfig
+
+# The Triton kernels' tests run in Triton's interpreter on machines without a GPU; it must be
+# chosen before anything (transformers, peft) first imports triton
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 CHECKPOINT_LAYOUTS = ("hf-mxfp4", "original", "hf-bf16")
 

@@ -18,6 +18,7 @@ class EngineConfig:
     kv_cache_tokens: int = 32768        # positions the full-attention layers can hold, all requests
     max_model_len: int | None = None    # context limit; None: min(model's, kv_cache_tokens)
     prefix_caching: bool = True
+    cuda_graphs: bool = True            # on CUDA, replay decode steps from captured graphs
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "kv_cache_tokens"):

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .. import memory_plan
 from ..config import generation_eos_token_ids
 from ..harmony.chat import render_chat
 from ..harmony.output import HarmonyOutput
@@ -24,6 +25,7 @@ from ..weights.loader import load_model, resolve_folder
 from .chat_output import ChatOutput
 from .config import EngineConfig
 from .constraints import StructuredOutput, constraint_for
+from .cuda_graphs import DecodeGraphs
 from .kv_cache import PagedKVCache
 from .lora import LoraAdapters
 from .request import ContextLengthError, PromptError, Request, RequestOutput, output_limit
@@ -78,13 +80,19 @@ class LLM:
         self.context_length = cfg.context_length(self.model_config)
         windows = [self.model_config.window(i) for i in range(self.model_config.num_layers)]
         param = next(self.model.parameters())
+        if param.device.type == "cuda":
+            memory_plan.check_cache(self.model_config, cfg, self.model.dtype, param.device)
         self.cache = PagedKVCache(
             self.model_config, block_size=cfg.block_size, full_blocks=cfg.full_blocks(),
             sliding_blocks=cfg.sliding_blocks(max(windows)), dtype=self.model.dtype,
             device=param.device, prefix_caching=cfg.prefix_caching)
         self.scheduler = Scheduler(self.cache, max_num_seqs=cfg.max_num_seqs,
                                    max_num_batched_tokens=cfg.max_num_batched_tokens)
-        self.runner = ModelRunner(self.model, self.cache, adapters=self.lora)
+        graphs = None
+        if cfg.cuda_graphs and DecodeGraphs.supported(self.model):
+            graphs = DecodeGraphs(self.model, self.cache, max_batch=cfg.max_num_seqs,
+                                  max_len=self.context_length)
+        self.runner = ModelRunner(self.model, self.cache, adapters=self.lora, graphs=graphs)
         self.requests: dict[str, Request] = {}
 
     # ---- the step loop -----------------------------------------------------------------------

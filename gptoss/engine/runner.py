@@ -37,18 +37,33 @@ def group_chunks(chunks: Sequence[ScheduledChunk]) -> list[list[ScheduledChunk]]
     return groups
 
 
+def _for_sampler(logits: torch.Tensor, requests) -> torch.Tensor:
+    """Plain greedy rows (no logits processor, penalty or logprobs) take their max where the
+    logits are (on a GPU: N token ids cross to the host instead of N x V logits); anything else
+    is sampled from host logits."""
+    plain = all(r.params.greedy and r.logits_processor is None and not r.params.penalized
+                and r.params.logprobs is None for r in requests)
+    return logits if plain else logits.cpu()
+
+
 class ModelRunner:
     """`run(step) -> SamplerOutput` with one token per sampling chunk, in chunk order."""
 
     def __init__(self, model: torch.nn.Module, cache: PagedKVCache, sampler: Sampler | None = None,
-                 adapters: LoraAdapters | None = None):
+                 adapters: LoraAdapters | None = None, graphs=None):
         self.model, self.cache = model, cache
         self.sampler = sampler or Sampler()
         self.adapters = adapters or LoraAdapters()
         self.device = next(model.parameters()).device
+        self.graphs = graphs  # cuda_graphs.DecodeGraphs replaying all-decode steps, or None
 
     @torch.inference_mode()
     def run(self, step: SchedulerOutput) -> SamplerOutput:
+        if self.graphs is not None and self._replayable(step.chunks):
+            rows = [(c.request.request_id, c.start, 1) for c in step.chunks]
+            tokens = [c.request.all_token_ids[c.start] for c in step.chunks]
+            requests = [c.request for c in step.chunks]
+            return self.sampler(_for_sampler(self.graphs.run(rows, tokens), requests), requests)
         hidden: dict[int, torch.Tensor] = {}  # id(chunk) -> final hidden state [H] of its last token
         for group in group_chunks(step.chunks):
             h = self._forward(group)
@@ -59,7 +74,15 @@ class ModelRunner:
         if not sampling:
             return SamplerOutput([], [])
         logits = self.model.logits(torch.stack([hidden[id(c)] for c in sampling]))  # [N, V]
-        return self.sampler(logits.cpu(), [c.request for c in sampling])
+        requests = [c.request for c in sampling]
+        return self.sampler(_for_sampler(logits, requests), requests)
+
+    def _replayable(self, chunks: Sequence[ScheduledChunk]) -> bool:
+        """Every chunk decodes one token of the base model (no LoRA adapter: the graphs hold
+        none) and samples it, and a graph holds that many rows."""
+        return (bool(chunks) and all(c.length == 1 and c.samples and c.request.params.lora is None
+                                     for c in chunks)
+                and self.graphs.handles(len(chunks)))
 
     def _forward(self, group: list[ScheduledChunk]) -> torch.Tensor:
         """One forward pass over a group of chunks -> final hidden states [B, T, H]."""

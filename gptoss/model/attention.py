@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels import dispatch
 from ..kernels import reference as ref
 from ..kernels.cpu import attention as cpu_attention
 from ..kernels.cpu import library as native
@@ -27,6 +28,8 @@ def attention_kernel(device: torch.device, num_tokens: int, needs_grad: bool = F
 
 class AttentionBlock(nn.Module):
     """x + out(attention(rmsnorm(x))); parameter names follow the original checkpoint."""
+
+    kernels = "auto"  # GPU kernel choice (kernels/dispatch.py)
 
     def __init__(self, *, layer: int, hidden: int, num_heads: int, num_kv_heads: int,
                  head_dim: int, window: int, eps: float, dtype: torch.dtype, device=None):
@@ -53,7 +56,9 @@ class AttentionBlock(nn.Module):
         v = qkv[..., q_dim + kv_dim:].view(B, T, self.num_kv_heads, self.head_dim)
         cos, sin = cos_sin
         q, k = ref.apply_rotary(q, cos, sin), ref.apply_rotary(k, cos, sin)
-        if T == 1 and getattr(cache, "dtype", None) == torch.bfloat16 and native.usable(q, k):
+        if dispatch.use_triton(self.kernels, q, k, v, self.sinks):
+            attn = self._attend_triton(q, k, v, positions, cache)
+        elif T == 1 and getattr(cache, "dtype", None) == torch.bfloat16 and native.usable(q, k):
             attn = self._decode_paged(q, k, v, positions, cache)
         else:
             if cache is not None:
@@ -82,3 +87,17 @@ class AttentionBlock(nn.Module):
         out = native.attention_decode(q[:, 0], k_slots, v_slots, slots, key_pos, positions[:, 0],
                                       self.sinks, self.window, self.scale)
         return out[:, None]
+
+    def _attend_triton(self, q, k, v, positions, cache) -> torch.Tensor:
+        """The Triton kernel; a paged cache's blocks are read in place -> [B, T, Q]."""
+        from ..kernels.triton import attention as kernel  # triton is optional: imported if used
+        if hasattr(cache, "update_paged"):
+            k_slots, v_slots, slots, key_pos = cache.update_paged(self.layer, k, v, positions)
+            lengths = cache.key_lengths(self.layer) if hasattr(cache, "key_lengths") else None
+            return kernel.sink_attention_paged(q, k_slots, v_slots, slots, key_pos, positions,
+                                               self.sinks, self.window, self.scale, lengths)
+        key_pos = positions
+        if cache is not None:
+            k, v, key_pos = cache.update(self.layer, k, v, positions)
+        return kernel.sink_attention(q, k, v, positions, key_pos, self.sinks, self.window,
+                                     self.scale)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import dispatch
 from ..kernels import reference as ref
 from ..kernels.cpu import library as native
 from ..kernels.mxfp4 import dequantize
@@ -36,6 +37,8 @@ class PackedMXFP4(nn.Module):
 
 class MLPBlock(nn.Module):
     """x + sum_e w_e * expert_e(rmsnorm(x)) over the top-k routed experts."""
+
+    kernels = "auto"  # GPU kernel choice (kernels/dispatch.py)
 
     def __init__(self, *, hidden: int, intermediate: int, num_experts: int, top_k: int,
                  limit: float, alpha: float, eps: float, packed: bool, dtype: torch.dtype,
@@ -75,13 +78,24 @@ class MLPBlock(nn.Module):
         return x + out.view(shape)
 
     def experts(self, t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The base model's routed experts: t [N, H] -> [N, H] (native kernel when it can)."""
-        if isinstance(self.mlp1_weight, PackedMXFP4) and native.usable(t, self.mlp1_bias):
+        """The base model's routed experts: t [N, H] -> [N, H] (Triton on CUDA, the native
+        kernel on CPU, when they can)."""
+        packed = isinstance(self.mlp1_weight, PackedMXFP4)
+        if packed and dispatch.use_triton(self.kernels, t, self.mlp1_bias):
+            return self.experts_triton(t, ids, weights)
+        if packed and native.usable(t, self.mlp1_bias):
             return native.moe(t, ids, weights, self.mlp1_weight.blocks, self.mlp1_weight.scales,
                               self.mlp1_bias, self.mlp2_weight.blocks, self.mlp2_weight.scales,
                               self.mlp2_bias, self.limit, self.alpha)
         return self.experts_reference(t, ids, weights)
 
+    def experts_triton(self, t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor
+                       ) -> torch.Tensor:
+        """The packed experts in the Triton kernels (same contract as `experts_reference`)."""
+        from ..kernels.triton.mxfp4_moe import moe  # triton is optional: imported if used
+        return moe(t, ids, weights, self.mlp1_weight.blocks, self.mlp1_weight.scales,
+                   self.mlp1_bias, self.mlp2_weight.blocks, self.mlp2_weight.scales,
+                   self.mlp2_bias, self.limit, self.alpha)
     def experts_with_adapters(self, t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor,
                               adapted: list[tuple[Adapter, torch.Tensor]]) -> torch.Tensor:
         """Each adapter's tokens through its adapted experts, the other tokens through the

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..kernels import dispatch
 from ..kernels.cpu import library as native
 from .adapters import AdapterBatch
 from .attention import AttentionBlock
@@ -61,6 +62,15 @@ class Transformer(nn.Module):
                                      device=device)
         self.rotary = Rotary(c.head_dim, c.rope_theta, c.rope_scaling_factor, c.rope_ntk_alpha,
                              c.rope_ntk_beta, c.initial_context_length)
+
+    def use_kernels(self, choice: str) -> "Transformer":
+        """Choose the GPU kernels of every layer: "auto" | "triton" | "reference" (see
+        kernels/dispatch.py; CPU tensors keep the CPU path)."""
+        dispatch.check_choice(choice)
+        for module in self.modules():
+            if hasattr(type(module), "kernels"):
+                module.kernels = choice
+        return self
 
     @property
     def dtype(self) -> torch.dtype:

@@ -64,6 +64,24 @@ def register(subparsers) -> None:
     _common(c)
     c.set_defaults(func=_convert)
 
+    pl = subparsers.add_parser("plan", help="state whether a model fits a GPU, before loading",
+                               description="Add up the weights (experts packed unless --dense), "
+                                           "the KV cache for --context tokens x --batch "
+                                           "sequences and the workspace, against a device. "
+                                           "Exit status 1 if it does not fit.")
+    pl.add_argument("--model", required=True, metavar="M",
+                    help="a checkpoint folder (only its config.json is read) or a preset: "
+                         "20b, 120b")
+    pl.add_argument("--context", type=int, default=None, metavar="N",
+                    help="tokens per sequence (default: the model's maximum)")
+    pl.add_argument("--batch", type=int, default=1, metavar="B", help="sequences at once")
+    pl.add_argument("--dense", action="store_true", help="experts dequantized to bf16")
+    where = pl.add_mutually_exclusive_group(required=True)
+    where.add_argument("--device", metavar="cuda:N", help="use this device's free memory")
+    where.add_argument("--gpu-memory", type=parse_size, metavar="SIZE",
+                       help="the device's memory, e.g. 80GB")
+    pl.set_defaults(func=_plan)
+
 
 def _random_checkpoint(args: argparse.Namespace) -> int:
     from .writer import write_random_checkpoint
@@ -82,4 +100,33 @@ def _convert(args: argparse.Namespace) -> int:
     out = convert_checkpoint(args.src, args.dst, args.layout, shard_size=args.shard_size,
                              overwrite=args.force, progress=not args.quiet)
     print(f"wrote a {args.layout} checkpoint to {out}")
+    return 0
+
+
+def _plan_config(model: str) -> ModelConfig:
+    from pathlib import Path
+    if model in ("20b", "120b"):
+        return ModelConfig.preset(model)
+    folder = Path(model).expanduser()
+    for candidate in (folder / "config.json", folder / "original" / "config.json"):
+        if candidate.is_file():
+            return ModelConfig.from_file(candidate)
+    raise ValueError(f"{model}: neither a preset (20b, 120b) nor a folder with a config.json")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import sys
+    from .. import memory_plan
+    config = _plan_config(args.model)
+    context = config.max_position_embeddings if args.context is None else args.context
+    plan = memory_plan.plan(config, context=context, batch=args.batch, packed=not args.dense)
+    capacity = (args.gpu_memory if args.gpu_memory is not None
+                else memory_plan.device_capacity(args.device))
+    print(f"{args.model}: experts {'dense bf16' if args.dense else 'packed MXFP4'}")
+    print(plan.describe(capacity))
+    try:
+        memory_plan.check(plan, capacity, f"{args.model} with {context} tokens x {args.batch}")
+    except memory_plan.MemoryPlanError as exc:
+        print(f"gptoss plan: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -256,21 +256,34 @@ def _keeps_fp32(name: str, tensor: torch.Tensor) -> bool:
     return name.endswith("norm.scale") and tensor.dtype == torch.float32
 
 
+def _check_fits(ckpt: Checkpoint, device: torch.device, packed: bool, dtype: torch.dtype):
+    """On CUDA, refuse before allocating a model whose weights and workspace exceed the free
+    memory (the KV cache is planned by the engine, or `gptoss plan`)."""
+    if device.type != "cuda":
+        return
+    from .. import memory_plan  # it sizes the engine's cache, so it imports engine/, above us
+    plan = memory_plan.plan(ckpt.config, context=0, packed=packed, dtype=dtype)
+    memory_plan.check(plan, memory_plan.device_capacity(device), f"{ckpt.folder} on {device}")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.bfloat16, dequantize: bool = False,
-               quantize: bool = False, resident: bool = True):
+               quantize: bool = False, resident: bool = True, kernels: str = "auto"):
     """Load a checkpoint folder or HF repo id into a `Transformer` on `device`.
 
     Experts: packed checkpoints stay packed unless `dequantize`; bf16 checkpoints stay dense
     unless `quantize`. Non-expert tensors and dense experts are in `dtype` (fp32 norm scales
     stay fp32). On CPU, tensors used as stored are moved out of the file mapping into huge-page
     private memory one at a time (`resident`, see weights/resident.py: faster decoding, the same
-    peak RSS); `resident=False` keeps them memory-mapped.
+    peak RSS); `resident=False` keeps them memory-mapped. On CUDA the memory plan is checked
+    first (MemoryPlanError naming the sizes). `kernels` chooses the GPU kernels
+    ("auto" | "triton" | "reference", see kernels/dispatch.py).
     """
     if dequantize and quantize:
         raise ValueError("choose at most one of dequantize and quantize")
     with open_checkpoint(path) as ckpt:
         packed = (layouts.is_packed(ckpt.layout) and not dequantize) or quantize
+        _check_fits(ckpt, torch.device(device), packed, dtype)
         model = Transformer(ckpt.config, experts="mxfp4" if packed else "dense", dtype=dtype,
                             device="meta")
         cpu = torch.device(device).type == "cpu"
@@ -297,5 +310,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
                               "checkpoint names disagree)")
     # loaded for inference: no gradients (so the CPU fast paths, which have no backward, apply);
     # fine-tuning turns them on for what it trains
-    return model.to(device).eval().requires_grad_(False)
+    return model.to(device).eval().requires_grad_(False).use_kernels(kernels)
 
