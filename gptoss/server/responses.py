@@ -42,24 +42,22 @@ log = logging.getLogger(__name__)
 
 def _tools(req: ResponsesRequest) -> tuple[list[dict[str, Any]], list[str]]:
     """The request's function tools (chat-completions shape) and built-in tool namespaces."""
-    tools, namespaces = [], []
+    tools = []
     for k, tool in enumerate(req.tools or []):
         if tool.type in BUILTIN_TOOL_NAMESPACES:
-            namespace = BUILTIN_TOOL_NAMESPACES[tool.type]
-            if namespace not in namespaces:
-                namespaces.append(namespace)
             continue
         if tool.type != "function":
             raise UnsupportedFeature(f"tools[{k}]: tools of type {tool.type!r} are not supported",
                                      param=f"tools[{k}].type")
         tools.append({"type": "function", "function": {
             "name": tool.name, "description": tool.description, "parameters": tool.parameters}})
-    return tools, namespaces
+    return tools, builtin_namespaces(req)
 
 
-def builtin_namespaces(req: ResponsesRequest) -> set[str]:
-    return {BUILTIN_TOOL_NAMESPACES[t.type] for t in req.tools or []
-            if t.type in BUILTIN_TOOL_NAMESPACES}
+def builtin_namespaces(req: ResponsesRequest) -> list[str]:
+    """The built-in tool namespaces the request asks for, each once, in the order asked."""
+    return list(dict.fromkeys(BUILTIN_TOOL_NAMESPACES[t.type] for t in req.tools or []
+                              if t.type in BUILTIN_TOOL_NAMESPACES))
 
 
 def _make_tools(ctx: ServerContext, req: ResponsesRequest, namespaces: list[str]) -> list:

@@ -108,7 +108,7 @@ def _moe_up(x_ptr, order_ptr, expert_ptr, start_ptr, end_ptr, blocks_ptr, scales
 def _moe_down(y_ptr, order_ptr, expert_ptr, start_ptr, end_ptr, blocks_ptr, scales_ptr,
               bias_ptr, weight_ptr, out_ptr, H: tl.constexpr, I: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-            INTERPRETED: tl.constexpr):
+              INTERPRETED: tl.constexpr):
     e, a, ok = _tile_rows(order_ptr, expert_ptr, start_ptr, end_ptr, BLOCK_M)
     if tl.load(expert_ptr + tl.program_id(0)) >= 0:
         n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)   # hidden units
