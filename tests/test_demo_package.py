@@ -91,5 +91,10 @@ def test_expansion_is_cached(harmony_tiny_checkpoint, vocab, tmp_path):
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
 
 
-def test_no_package_is_shipped_yet():
-    assert packaged_model() is None
+def test_the_shipped_package_is_small_and_expands_to_the_full_vocabulary():
+    """The trained demo ships in the package (issue 13): at most 30 MB, and its expansion is a
+    standard checkpoint with all 201088 rows."""
+    packed = packaged_model()
+    assert packed is not None and packed.stat().st_size <= 30 * 1000 * 1000
+    config = read_config(packed)
+    assert config.vocab_size == 201088

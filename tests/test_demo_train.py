@@ -59,7 +59,8 @@ def test_command_line(tmp_path):
     assert cli(argv + ["--resume"]) == 0  # the run is complete: nothing left to train
 
 
-def test_model_is_required_without_a_packaged_demo(capsys):
+def test_model_is_required_without_a_packaged_demo(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(shipped, "PACKAGED", tmp_path / "absent.safetensors")
     assert shipped.packaged_model() is None
     with pytest.raises(SystemExit) as exc:
         cli(["generate", "Hi"])

@@ -37,7 +37,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=not demo, default=None, metavar="M",
                    help="checkpoint folder or Hugging Face repo id (e.g. openai/gpt-oss-20b)"
                         + ("; default: the built-in tiny demo model" if demo else ""))
-    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="compute dtype")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="compute dtype (default: bfloat16; float32 for the demo model, which was "
+                        "trained and scored in float32)")
     p.add_argument("--dequantize", action="store_true",
                    help="hold the experts in --dtype instead of packed MXFP4 (needs more memory)")
     p.add_argument("--device", default="cpu")
@@ -107,7 +109,8 @@ def llm_options(args: argparse.Namespace) -> dict:
     """`LLM` keyword arguments from the options of `add_model_arguments` (--model excluded)."""
     import torch
 
-    return dict(dtype=getattr(torch, args.dtype), device=args.device, dequantize=args.dequantize,
+    dtype = args.dtype or ("float32" if getattr(args, "demo_model", False) else "bfloat16")
+    return dict(dtype=getattr(torch, dtype), device=args.device, dequantize=args.dequantize,
                 max_model_len=args.max_model_len, kv_cache_tokens=args.kv_cache_tokens)
 
 

@@ -124,13 +124,25 @@ def _add_steps(a: int, b: int) -> list[str]:
     return steps
 
 
+def _add_terse(a: int, b: int) -> str:
+    """Low effort still shows the column sums, tersely (a tiny model cannot add two number
+    tokens in one step reliably, but it can add digits)."""
+    sums, carry, place = [], 0, 0
+    while a // 10 ** place or b // 10 ** place or carry:
+        da, db = a // 10 ** place % 10, b // 10 ** place % 10
+        total = da + db + carry
+        sums.append(f"{da} + {db}{f' + {carry}' if carry else ''} = {total}")
+        carry, place = total // 10, place + 1
+    return f"{', '.join(sums)}, so {a + b}."
+
+
 def addition(rng: random.Random, effort: str, digits: int | None = None) -> Sample:
     digits = digits or rng.choice((2, 2, 3))
     lo, hi = 10 ** (digits - 1), 10 ** digits - 1
     a, b = rng.randint(lo, hi), rng.randint(lo, hi)
     s = a + b
     steps = [f"Add {a} and {b}.", *_add_steps(a, b), f"So {a} + {b} = {s}."]
-    work = _working(effort, f"{a} + {b} = {s}.", steps, f"Check: {s} - {b} = {a}. Correct.",
+    work = _working(effort, _add_terse(a, b), steps, f"Check: {s} - {b} = {a}. Correct.",
                     f"The user wants the sum of {a} and {b}.")
     ask = rng.choice(_ADD_ASK).format(a=a, b=b)
     return Sample(f"add{digits}", f"add:{a}:{b}:{effort}",

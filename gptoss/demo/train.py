@@ -39,7 +39,7 @@ from .vocab import DemoVocab, vocab_from_examples
 class DemoTrainOptions:
     preset: str = "demo"
     seed: int = 0
-    records: int = 20000  # training conversations (one epoch; ~4.0M tokens, docs/demo.md)
+    records: int = 30000  # training conversations (one epoch; ~6.0M tokens, docs/demo.md)
     heldout: int = 400  # held-out conversations for the eval loss and the metrics
     batch_size: int = 16
     lr: float = 3e-3
