@@ -9,36 +9,25 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import openai
 import pytest
 from pydantic import BaseModel
 
 from gptoss.demo.shipped import DEMO_NAME, NOTICE, packaged_model
+from gptoss.server.testing import free_port, healthy
 
 pytestmark = pytest.mark.skipif(packaged_model() is None,
                                 reason="this install has no trained demo package")
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`gptoss serve` as a user starts it, without --model."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     home = tmp_path_factory.mktemp("home")
     log = open(home / "serve.log", "wb")
     cmd = [sys.executable, "-m", "gptoss.cli", "serve", "--port", str(port),
@@ -49,7 +38,7 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
-        while not _healthy(url):
+        while not healthy(url):
             assert proc.poll() is None and time.monotonic() < deadline, \
                 (home / "serve.log").read_text(errors="replace")
             time.sleep(0.5)

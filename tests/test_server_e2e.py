@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 
 import jsonschema
 import openai
@@ -19,7 +18,7 @@ from gptoss.config import ModelConfig
 from gptoss.server.app import create_app
 from gptoss.server.context import ServerOptions
 from gptoss.engine import AsyncEngine
-from gptoss.server.testing import LiveServer
+from gptoss.server.testing import LiveServer, free_port, healthy
 from gptoss.weights.writer import write_random_checkpoint
 
 from test_server_chat import PERSON, TIME_TOOL, WEATHER_TOOL
@@ -124,17 +123,14 @@ def test_disconnect_frees_kv_cache(served, client):
 
 
 def test_gptoss_serve_command(checkpoint, tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "gptoss.cli", "serve", "--model", str(checkpoint), "--port", str(port),
            "--api-key", "k", "--db", str(tmp_path / "db.sqlite3"), "--kv-cache-tokens", "4096",
            "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     try:
         url = f"http://127.0.0.1:{port}"
-        assert wait_for(lambda: _healthy(url), timeout=120), proc.stdout.read1().decode()
+        assert wait_for(lambda: healthy(url), timeout=120), proc.stdout.read1().decode()
         client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
         assert [m.id for m in client.models.list().data] == ["tiny"]
         r = client.responses.create(model="tiny", input="hi", max_output_tokens=4)
@@ -142,14 +138,6 @@ def test_gptoss_serve_command(checkpoint, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_completions_and_input_items_on_the_real_engine(client):

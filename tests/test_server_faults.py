@@ -29,7 +29,7 @@ import pytest
 from gptoss.server.app import create_app
 from gptoss.server.context import ServerOptions
 from gptoss.server.store import ResponseStore, StoreError
-from gptoss.server.testing import LiveServer, StubEngine
+from gptoss.server.testing import LiveServer, StubEngine, free_port, healthy
 
 from test_server_load import gauges, wait_for
 
@@ -356,30 +356,17 @@ def test_oversized_bodies_get_413_at_once_and_health_stays_quick(served):
 
 
 # ---- SIGKILL during stored streaming, then a restart ----------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_stub_server(db, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "gptoss.server.testing", "--port", str(port),
                              "--db", str(db), "--delay", "0.002", "--words", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1):
-                return True
-        except OSError:
-            return False
-    assert wait_for(up, timeout=60), proc.stdout.read1().decode()
+    assert wait_for(lambda: healthy(url, timeout=1), timeout=60), proc.stdout.read1().decode()
     return proc
 
 
 def test_sigkill_during_stored_streaming_loses_no_acknowledged_response(tmp_path):
-    db, port = tmp_path / "kill.sqlite3", _free_port()
+    db, port = tmp_path / "kill.sqlite3", free_port()
     proc = _start_stub_server(db, port)
     acknowledged: list[str] = []
     lock = threading.Lock()

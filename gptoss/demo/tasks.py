@@ -110,30 +110,28 @@ def fact(rng: random.Random, effort: str) -> Sample:
 
 
 # ---- arithmetic -------------------------------------------------------------------------------
-def _add_steps(a: int, b: int) -> list[str]:
-    """Column addition, ones first: one sentence per column."""
-    steps, carry, place = [], 0, 0
-    names = ("Ones", "Tens", "Hundreds", "Thousands")
+def _columns(a: int, b: int) -> list[tuple[int, str, int]]:
+    """Column addition, ones first: per column (place, "da + db[ + carry] = total", total)."""
+    out, carry, place = [], 0, 0
     while a // 10 ** place or b // 10 ** place or carry:
         da, db = a // 10 ** place % 10, b // 10 ** place % 10
         total = da + db + carry
-        plus = f" + {carry}" if carry else ""
-        steps.append(f"{names[place]}: {da} + {db}{plus} = {total}, write {total % 10}"
-                     + (" carry 1." if total >= 10 else "."))
+        out.append((place, f"{da} + {db}{f' + {carry}' if carry else ''} = {total}", total))
         carry, place = total // 10, place + 1
-    return steps
+    return out
+
+
+def _add_steps(a: int, b: int) -> list[str]:
+    """One sentence per column."""
+    names = ("Ones", "Tens", "Hundreds", "Thousands")
+    return [f"{names[place]}: {column}, write {total % 10}" + (" carry 1." if total >= 10 else ".")
+            for place, column, total in _columns(a, b)]
 
 
 def _add_terse(a: int, b: int) -> str:
     """Low effort still shows the column sums, tersely (a tiny model cannot add two number
     tokens in one step reliably, but it can add digits)."""
-    sums, carry, place = [], 0, 0
-    while a // 10 ** place or b // 10 ** place or carry:
-        da, db = a // 10 ** place % 10, b // 10 ** place % 10
-        total = da + db + carry
-        sums.append(f"{da} + {db}{f' + {carry}' if carry else ''} = {total}")
-        carry, place = total // 10, place + 1
-    return f"{', '.join(sums)}, so {a + b}."
+    return f"{', '.join(column for _, column, _ in _columns(a, b))}, so {a + b}."
 
 
 def addition(rng: random.Random, effort: str, digits: int | None = None) -> Sample:

@@ -5,7 +5,8 @@ real one (a token event per token, a finish event with usage). What it "generate
 structured output (compiled by the engine's own `constraint_for`) or a logits processor, random
 logits through that constraint — a random-weight model in miniature; otherwise the tokens of
 `reply(prompt_text)`, a harmony reply written as text (`<|channel|>final<|message|>…<|return|>`).
-`LiveServer` runs uvicorn on 127.0.0.1 on a free port in a background thread.
+`LiveServer` runs uvicorn on 127.0.0.1 on a free port in a background thread; `free_port` and
+`healthy` serve tests that start a server as a process of its own.
 """
 from __future__ import annotations
 
@@ -131,6 +132,24 @@ class StubEngine:
     def close(self) -> None:
         for stream in list(self.active.values()):
             stream.cancel()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server started as a process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(base_url: str, timeout: float = 2.0) -> bool:
+    """Whether `GET base_url/health` answers 200."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(base_url + "/health", timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 class LiveServer:
