@@ -8,7 +8,7 @@
   3. none: the package runs on the PyTorch reference path and says so once, with the reason.
 
 The instruction set is chosen at run time (the best the CPU supports); `GPTOSS_CPU_KERNELS`
-overrides it: `avx512bf16`, `avx512`, `avx2` or `portable` selects one, `off` disables the
+overrides it: `amx`, `avx512bf16`, `avx512`, `avx2` or `portable` selects one, `off` disables the
 native path. Torch is imported first so that the library binds to the OpenMP runtime torch
 already loaded: both use one thread pool, and every call runs on `torch.get_num_threads()`.
 """

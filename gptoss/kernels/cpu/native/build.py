@@ -2,7 +2,7 @@
 
 Standard library only: `setup.py` runs it at install time and `gptoss.kernels.cpu.library` at
 run time when the installed copy is missing or older than these sources. One translation unit
-per instruction set (AVX-512 with BF16, AVX-512, AVX2, portable) is compiled with its own
+per instruction set (AMX, AVX-512 with BF16, AVX-512, AVX2, portable) is compiled with its own
 `-m` flags, never `-march=native`; `dispatch.cpp` picks one at run time from what the CPU
 reports. An instruction set the compiler cannot target is left out, not fatal.
 
@@ -25,6 +25,9 @@ LIB_NAME = "libgptoss_cpu.so"
 
 # instruction set -> (translation unit, compiler flags)
 _X86_ISAS = {
+    "amx": ("isa_amx.cpp", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
+                            "-mavx512bf16", "-mavx2", "-mfma", "-mf16c", "-mamx-tile",
+                            "-mamx-bf16"]),
     "avx512bf16": ("isa_avx512bf16.cpp", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
                                           "-mavx512bf16", "-mavx2", "-mfma", "-mf16c"]),
     "avx512": ("isa_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",

@@ -2,7 +2,18 @@
 // the one named by gptoss_select) and forwards every call to it.
 #include "kernels.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 extern "C" {
+#ifdef GPTOSS_HAVE_AMX
+const KernelTable* gptoss_table_amx();
+#endif
 #ifdef GPTOSS_HAVE_AVX512BF16
 const KernelTable* gptoss_table_avx512bf16();
 #endif
@@ -31,6 +42,32 @@ bool cpu_avx512() {
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"));
 }
 bool cpu_avx512bf16() { return cpu_avx512() && __builtin_cpu_supports("avx512bf16"); }
+// AMX: the CPU has the tile unit with bf16 (CPUID 7.0 EDX bits 22, 24), the OS saves the tile
+// state (XCR0 bits 17, 18), and Linux grants this process the tile data (arch_prctl; asked once)
+bool cpu_amx() {
+    if (!cpu_avx512bf16()) return false;
+    static const bool ok = [] {
+        unsigned a, b, c, d;
+        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+        if (!((d >> 22) & 1) || !((d >> 24) & 1)) return false;
+        return true;
+    }();
+    if (!ok) return false;
+    static const bool granted = [] {
+        unsigned a, b, c, d;
+        __get_cpuid(1, &a, &b, &c, &d);
+        if (!((c >> 27) & 1)) return false;
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        if ((lo & (3u << 17)) != (3u << 17)) return false;
+#ifdef __linux__
+        return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#else
+        return false;
+#endif
+    }();
+    return granted;
+}
 bool cpu_avx2() {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -40,6 +77,9 @@ bool always() { return true; }
 
 // best first
 const Candidate CANDIDATES[] = {
+#ifdef GPTOSS_HAVE_AMX
+    {"amx", gptoss_table_amx, cpu_amx},
+#endif
 #ifdef GPTOSS_HAVE_AVX512BF16
     {"avx512bf16", gptoss_table_avx512bf16, cpu_avx512bf16},
 #endif

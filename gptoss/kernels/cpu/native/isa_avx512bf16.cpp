@@ -15,7 +15,11 @@ namespace {
 
 #include "common.inc"
 
+#ifndef ISA_AMX
+#define ISA_AMX 0
 #define ISA_NAME "avx512bf16"
+#define ISA_TABLE_FN gptoss_table_avx512bf16
+#endif
 #define ISA_HAS_DOT_ROWS 1
 #define ISA_HAS_GEMM 1
 constexpr int NT_MAX = 4;
@@ -170,6 +174,9 @@ void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const u
     for (; r < rows; ++r) bf16_dot_t<NT, 1>(w + r * ldw, ldw, k, x, out + r * NT);
 }
 
+#if ISA_AMX
+#include "amx.inc"
+#else
 // ---- GEMM path -----------------------------------------------------------------------------------
 constexpr int GEMM_ROWS = 12, GEMM_COLS = 16;
 
@@ -241,7 +248,7 @@ void micro_all(const uint16_t* panel, const float* sc, int64_t groups, const uin
                  int(std::min<int64_t>(GEMM_COLS, n - c0)));
 }
 
-void mx_gemm(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
+bool mx_gemm(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
              const uint8_t* xt, int64_t n, uint16_t* panel, float* out) {
     float sc[32 * 96];  // rows (<= 32) x groups; larger shapes take the heap
     std::vector<float> big;
@@ -272,7 +279,10 @@ void mx_gemm(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64
         case 10: micro_all<10>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
         default: micro_all<11>(panel + r * k, s + r * groups, groups, xt, n, out + r * n); break;
     }
+    return true;
 }
+
+#endif  // ISA_AMX
 
 // ---- decode attention: q . k with vdpbf16ps (bf16 products are exact in fp32) -----------------
 struct QHeads {
@@ -297,4 +307,4 @@ inline void key_partials(const QHeads& q, const uint16_t* k, __m512 part[8]) {
 
 }  // namespace
 
-extern "C" const KernelTable* gptoss_table_avx512bf16() { return &TABLE; }
+extern "C" const KernelTable* ISA_TABLE_FN() { return &TABLE; }
