@@ -7,7 +7,7 @@ real checkpoints) for `--layers` layers, called in turn so that each call reads 
 from DRAM, not cache (the decode situation); N tokens routed top-4 at random. Prints, per
 instruction set usable here, milliseconds per layer and the packed expert bytes read per second
 (each used expert once per call), and the ratio to avx512bf16, all measured in this run.
-`GPTOSS_AMX_MIN_TOKENS` sets where the AMX path starts (default 2 tokens on an expert).
+`GPTOSS_AMX_MIN_TOKENS` sets where the AMX path starts (default 3 tokens on an expert).
 """
 from __future__ import annotations
 

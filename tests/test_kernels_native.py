@@ -87,7 +87,7 @@ MOE_CASES = {  # (experts, hidden, intermediate, tokens, top_k)
     "gemm and dot paths mixed, 5 block tail": (7, 160, 224, 13, 4),
     "16 tokens (batched decode)": (8, 128, 64, 16, 4),
     "20b-wide, one token": (6, 2880, 2880, 1, 4),
-    "20b-wide, 2 tokens per expert (batched decode)": (4, 2880, 2880, 4, 2),
+    "20b-wide, 4 tokens per expert": (4, 2880, 2880, 8, 2),
     "2 and 5 token groups of 16 (prefill)": (2, 64, 96, 70, 2),
     "17 to 32 tokens per expert": (3, 96, 64, 40, 2),
 }

@@ -1,5 +1,5 @@
 // AVX-512 BF16 with AMX (tdpbf16ps): Intel Sapphire Rapids and later. The avx512bf16 unit,
-// except that the MoE's GEMM path (2+ tokens on one expert) runs on the tile unit (amx.inc).
+// except that the MoE's GEMM path (3+ tokens on one expert) runs on the tile unit (amx.inc).
 #include <cstdlib>
 
 #define ISA_AMX 1
