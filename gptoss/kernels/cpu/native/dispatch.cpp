@@ -48,9 +48,7 @@ bool cpu_amx() {
     if (!cpu_avx512bf16()) return false;
     static const bool ok = [] {
         unsigned a, b, c, d;
-        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-        if (!((d >> 22) & 1) || !((d >> 24) & 1)) return false;
-        return true;
+        return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 22) & 1) && ((d >> 24) & 1);
     }();
     if (!ok) return false;
     static const bool granted = [] {

@@ -174,13 +174,17 @@ void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const u
     for (; r < rows; ++r) bf16_dot_t<NT, 1>(w + r * ldw, ldw, k, x, out + r * NT);
 }
 
+// ---- packed activations for the GEMM paths ------------------------------------------------------
+// [token group of 16][k/2 pairs][16 tokens] dwords (zero-padded tokens); pair p of block g holds
+// elements gemm_order(2 (p % 16)) and gemm_order(2 (p % 16) + 1) of the block, the order in which
+// the path's weight decode lays a block's 32 values out
+constexpr int GEMM_COLS = 16;
 #if ISA_AMX
-#include "amx.inc"
+constexpr int gemm_order(int P) { return 4 * (P % 8) + P / 8; }  // amx_decode's lane layout
 #else
-// ---- GEMM path -----------------------------------------------------------------------------------
-constexpr int GEMM_ROWS = 12, GEMM_COLS = 16;
+constexpr int gemm_order(int P) { return P; }  // decode_row: natural order
+#endif
 
-// packed activations: [token group of 16][k/2 pairs][16 tokens] dwords (zero-padded tokens)
 int64_t gemm_xt_bytes(int64_t k, int64_t n) {
     return ((n + GEMM_COLS - 1) / GEMM_COLS) * (k / 2) * GEMM_COLS * 4;
 }
@@ -192,14 +196,23 @@ void gemm_pack_x(const uint16_t* const* x, int64_t n, int64_t k, uint8_t* xt) {
         for (int c = 0; c < GEMM_COLS; ++c) {
             int64_t t = tg * GEMM_COLS + c;
             uint32_t* col = d + tg * pairs * GEMM_COLS + c;
-            if (t < n) {
-                const uint32_t* src = reinterpret_cast<const uint32_t*>(x[t]);
-                for (int64_t p = 0; p < pairs; ++p) col[p * GEMM_COLS] = src[p];
-            } else {
-                for (int64_t p = 0; p < pairs; ++p) col[p * GEMM_COLS] = 0;
+            for (int64_t p = 0; p < pairs; ++p) {
+                uint32_t v = 0;
+                if (t < n) {
+                    const uint16_t* src = x[t] + (p / 16) * 32;
+                    v = uint32_t(src[gemm_order(2 * (p % 16))]) |
+                        uint32_t(src[gemm_order(2 * (p % 16) + 1)]) << 16;
+                }
+                col[p * GEMM_COLS] = v;
             }
         }
 }
+
+#if ISA_AMX
+#include "amx.inc"
+#else
+// ---- GEMM path -----------------------------------------------------------------------------------
+constexpr int GEMM_ROWS = 12;
 
 // one row's blocks -> raw FP4 values as bf16, natural order (the scale is applied later)
 inline void decode_row(const uint8_t* b, int64_t groups, uint16_t* dst) {
