@@ -1,5 +1,14 @@
-// AVX2 + FMA (Haswell and later, Zen 1-3): as the AVX-512 fp32 path, 8 lanes wide. An FP4
-// nibble's magnitude comes from an 8-entry vpermps table and its sign bit is moved into place.
+// AVX2 + FMA (Haswell and later, Zen 1-3): fp32 products and sums, 8 lanes wide.
+//
+// MXFP4 dot path: two blocks (32 bytes, one per 128-bit lane) per step. Their nibbles become
+// bf16 bit patterns through two 16-entry vpshufb tables (the patterns' low and high bytes), the
+// bytes are interleaved into words (vpunpck), and the words become fp32 with a shift (even
+// words) or a mask (odd words): 8 vectors of 8 weights, 4 of each block in each lane, with no
+// cross-lane shuffle. The activation is prepared once per call in that order (`prep`). Each
+// block's partial sum is multiplied by its scale in fp32. Rows go in pairs (two memory streams,
+// driver.inc's mx_dot_t), as on the AVX-512 paths.
+// Dense bf16 rows: 16 weights a step, widened by the same shift and mask, against the
+// activation widened once per call.
 #include <immintrin.h>
 
 #include "kernels.h"
@@ -9,64 +18,9 @@ namespace {
 #include "common.inc"
 
 #define ISA_NAME "avx2"
+#define ISA_HAS_DOT_ROWS 1
 #define ISA_HAS_GEMM 0
 constexpr int NT_MAX = 4;
-
-// constant-initialized (no static constructor compiled with AVX2 flags)
-alignas(32) constexpr float FP4_MAGNITUDE[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-
-int64_t prep_bytes(int64_t k) { return k * 4; }
-
-// x [k] bf16 -> per 16 values: fp32 x[0], x[2], .., x[14], then x[1], x[3], .., x[15]
-void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
-    float* d = reinterpret_cast<float*>(dst);
-    for (int64_t h = 0; h < k / 16; ++h)
-        for (int i = 0; i < 8; ++i) {
-            d[h * 16 + i] = bf2f(x[h * 16 + 2 * i]);
-            d[h * 16 + 8 + i] = bf2f(x[h * 16 + 2 * i + 1]);
-        }
-}
-
-// 8 nibbles (in the low 4 bits of each dword) -> fp32 values
-inline __m256 fp4(__m256i n, __m256 mag) {
-    __m256 v = _mm256_permutevar8x32_ps(mag, n);  // uses the low 3 bits
-    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(n, _mm256_set1_epi32(8)), 28);
-    return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
-}
-
-template <int NT>
-void mx_dot_t(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
-              const uint8_t* const* xp, float* out) {
-    const __m256 mag = _mm256_load_ps(FP4_MAGNITUDE);
-    const __m256i m = _mm256_set1_epi32(0x0f);
-    for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t* b = blocks + r * groups * 16;
-        const uint8_t* s = scales + r * groups;
-        __m256 acc[NT];
-        for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-        for (int64_t g = 0; g < groups; ++g) {
-            __m256 sc = _mm256_set1_ps(scale_of(s[g]));
-            __m256 part[NT];
-            for (int t = 0; t < NT; ++t) part[t] = _mm256_setzero_ps();
-            for (int h = 0; h < 2; ++h) {  // two halves of 8 bytes = 16 values
-                __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 16 * g + 8 * h)));
-                __m256 lo = fp4(_mm256_and_si256(v, m), mag), hi = fp4(_mm256_srli_epi32(v, 4), mag);
-                for (int t = 0; t < NT; ++t) {
-                    const float* x = reinterpret_cast<const float*>(xp[t]) + g * 32 + h * 16;
-                    part[t] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x), part[t]);
-                    part[t] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + 8), part[t]);
-                }
-            }
-            for (int t = 0; t < NT; ++t) acc[t] = _mm256_fmadd_ps(part[t], sc, acc[t]);
-        }
-        for (int t = 0; t < NT; ++t) {
-            __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[t]), _mm256_extractf128_ps(acc[t], 1));
-            v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-            v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));
-            out[r * NT + t] = _mm_cvtss_f32(v);
-        }
-    }
-}
 
 inline float hsum(__m256 a) {
     __m128 v = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -75,28 +29,199 @@ inline float hsum(__m256 a) {
     return _mm_cvtss_f32(v);
 }
 
-inline __m256 load_bf16(const uint16_t* p) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+// bf16 bit patterns of the 16 FP4 values (sign, then 0, 0.5, 1, 1.5, 2, 3, 4, 6): low bytes,
+// high bytes, each twice (vpshufb looks up within each 128-bit lane). Constant-initialized (no
+// static constructor compiled with AVX2 flags).
+alignas(32) constexpr uint8_t FP4_BF16_LO[32] = {
+    0x00, 0x00, 0x80, 0xC0, 0x00, 0x40, 0x80, 0xC0, 0x00, 0x00, 0x80, 0xC0, 0x00, 0x40, 0x80, 0xC0,
+    0x00, 0x00, 0x80, 0xC0, 0x00, 0x40, 0x80, 0xC0, 0x00, 0x00, 0x80, 0xC0, 0x00, 0x40, 0x80, 0xC0};
+alignas(32) constexpr uint8_t FP4_BF16_HI[32] = {
+    0x00, 0x3F, 0x3F, 0x3F, 0x40, 0x40, 0x40, 0x40, 0x80, 0xBF, 0xBF, 0xBF, 0xC0, 0xC0, 0xC0, 0xC0,
+    0x00, 0x3F, 0x3F, 0x3F, 0x40, 0x40, 0x40, 0x40, 0x80, 0xBF, 0xBF, 0xBF, 0xC0, 0xC0, 0xC0, 0xC0};
+
+// element (within its block) of lane slot i (0..3) of decoded vector v (0..7), see decode_half
+constexpr int element_of(int v, int i) {
+    return (v & 4 ? 1 : 0) + (v & 2 ? 16 : 0) + (v & 1 ? 2 : 0) + 4 * i;
+}
+
+// one or two blocks per step; per pair of blocks 64 floats: vector v, lane l, slot i holds
+// x[32 (2 pair + l) + element_of(v, i)] (zero past the last block)
+int64_t prep_bytes(int64_t k) { return ((k / 32 + 1) / 2) * 256; }
+
+void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
+    float* d = reinterpret_cast<float*>(dst);
+    const int64_t groups = k / 32, pairs = (groups + 1) / 2;
+    for (int64_t p = 0; p < pairs; ++p)
+        for (int v = 0; v < 8; ++v)
+            for (int l = 0; l < 2; ++l)
+                for (int i = 0; i < 4; ++i) {
+                    const int64_t g = 2 * p + l;
+                    d[p * 64 + v * 8 + l * 4 + i] = g < groups ? bf2f(x[g * 32 + element_of(v, i)]) : 0.0f;
+                }
+}
+
+// 32 bytes (block g in the low lane, g+1 in the high one), the even (ODD = 0) or odd (ODD = 1)
+// elements -> w[0..3] = vectors v = 4 ODD + 0..3 of element_of
+template <int ODD>
+[[gnu::always_inline]] inline void decode_half(__m256i bytes, __m256i tlo, __m256i thi, __m256 w[4]) {
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    const __m256i n = ODD ? _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nib)
+                          : _mm256_and_si256(bytes, nib);
+    const __m256i lo = _mm256_shuffle_epi8(tlo, n), hi = _mm256_shuffle_epi8(thi, n);
+    const __m256i words[2] = {_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi)};
+    const __m256i odd_word = _mm256_set1_epi32(int32_t(0xffff0000u));
+    for (int j = 0; j < 2; ++j) {
+        w[2 * j] = _mm256_castsi256_ps(_mm256_slli_epi32(words[j], 16));
+        w[2 * j + 1] = _mm256_castsi256_ps(_mm256_and_si256(words[j], odd_word));
+    }
+}
+
+// fp32 2^(s-127) of 8 scale bytes (byte 0: 2^-127, 255: NaN, as scale_of)
+[[gnu::always_inline]] inline __m256 scales8(const uint8_t* s) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)));
+    __m256i bits = _mm256_slli_epi32(v, 23);
+    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000),
+                              _mm256_cmpeq_epi32(v, _mm256_setzero_si256()));
+    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000),
+                              _mm256_cmpeq_epi32(v, _mm256_set1_epi32(255)));
+    return _mm256_castsi256_ps(bits);
+}
+
+// lane l of pair j of an 8-block group takes scale 2j + l
+alignas(32) constexpr int32_t SCALE_PICK[4][8] = {{0, 0, 0, 0, 1, 1, 1, 1}, {2, 2, 2, 2, 3, 3, 3, 3},
+                                                  {4, 4, 4, 4, 5, 5, 5, 5}, {6, 6, 6, 6, 7, 7, 7, 7}};
+
+template <int NT, int R>
+void mx_dot_rows(const uint8_t* const* b, const uint8_t* const* s, int64_t groups,
+                 const uint8_t* const* xp, float* const* out) {
+    const __m256i tlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(FP4_BF16_LO));
+    const __m256i thi = _mm256_load_si256(reinterpret_cast<const __m256i*>(FP4_BF16_HI));
+    __m256 acc[R][NT];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+    // one pair of blocks of every row (`tail`: only block g exists)
+    auto step = [&](int64_t g, const __m256* sc8, int j, bool tail) [[gnu::always_inline]] {
+        const __m256i pick = _mm256_load_si256(reinterpret_cast<const __m256i*>(SCALE_PICK[j]));
+        for (int r = 0; r < R; ++r) {
+            const uint8_t* src = b[r] + 16 * g;
+            if (R > 1 && j % 2 == 0)  // the streams' lines, ahead (see driver.inc's mx_dot_t)
+                _mm_prefetch(reinterpret_cast<const char*>(src + 1024), _MM_HINT_T0);
+            const __m256i bytes = tail
+                ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)))
+                : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+            const __m256 sc = _mm256_permutevar8x32_ps(sc8[r], pick);
+            const float* x0 = reinterpret_cast<const float*>(xp[0]) + (g / 2) * 64;
+            if constexpr (NT == 1) {  // four short chains, each half decoded just before use
+                __m256 w[4];
+                decode_half<0>(bytes, tlo, thi, w);
+                __m256 pa = _mm256_mul_ps(w[0], _mm256_loadu_ps(x0));
+                __m256 pb = _mm256_mul_ps(w[1], _mm256_loadu_ps(x0 + 8));
+                pa = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x0 + 16), pa);
+                pb = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x0 + 24), pb);
+                decode_half<1>(bytes, tlo, thi, w);
+                __m256 pc = _mm256_mul_ps(w[0], _mm256_loadu_ps(x0 + 32));
+                __m256 pd = _mm256_mul_ps(w[1], _mm256_loadu_ps(x0 + 40));
+                pc = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x0 + 48), pc);
+                pd = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x0 + 56), pd);
+                const __m256 part = _mm256_add_ps(_mm256_add_ps(pa, pb), _mm256_add_ps(pc, pd));
+                acc[r][0] = _mm256_fmadd_ps(part, sc, acc[r][0]);
+            } else {  // the whole pair decoded, then each token's products
+                __m256 w[8];
+                decode_half<0>(bytes, tlo, thi, w);
+                decode_half<1>(bytes, tlo, thi, w + 4);
+                for (int t = 0; t < NT; ++t) {
+                    const float* x = reinterpret_cast<const float*>(xp[t]) + (g / 2) * 64;
+                    __m256 pa = _mm256_mul_ps(w[0], _mm256_loadu_ps(x));
+                    __m256 pb = _mm256_mul_ps(w[1], _mm256_loadu_ps(x + 8));
+                    for (int v = 2; v < 8; v += 2) {
+                        pa = _mm256_fmadd_ps(w[v], _mm256_loadu_ps(x + 8 * v), pa);
+                        pb = _mm256_fmadd_ps(w[v + 1], _mm256_loadu_ps(x + 8 * v + 8), pb);
+                    }
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_add_ps(pa, pb), sc, acc[r][t]);
+                }
+            }
+        }
+    };
+    for (int64_t g8 = 0; g8 < groups; g8 += 8) {
+        __m256 sc8[R];
+        for (int r = 0; r < R; ++r) {
+            if (g8 + 8 <= groups) {
+                sc8[r] = scales8(s[r] + g8);
+            } else {  // the row's last scales (the lanes past them multiply zeros)
+                alignas(8) uint8_t tmp[8] = {127, 127, 127, 127, 127, 127, 127, 127};
+                std::memcpy(tmp, s[r] + g8, size_t(groups - g8));
+                sc8[r] = scales8(tmp);
+            }
+        }
+        if (g8 + 8 <= groups) {
+            for (int j = 0; j < 4; ++j) step(g8 + 2 * j, sc8, j, false);
+        } else {
+            for (int j = 0; g8 + 2 * j < groups; ++j)
+                step(g8 + 2 * j, sc8, j, g8 + 2 * j + 1 == groups);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) out[r][t] = hsum(acc[r][t]);
+}
+
+// ---- dense bf16 rows -----------------------------------------------------------------------
+// the activation widened once per call: per 16 values, the 8 even elements then the 8 odd
+inline void widen(const uint16_t* x, int64_t k16, float* dst) {
+    for (int64_t h = 0; h < k16; ++h)
+        for (int i = 0; i < 8; ++i) {
+            dst[h * 16 + i] = bf2f(x[h * 16 + 2 * i]);
+            dst[h * 16 + 8 + i] = bf2f(x[h * 16 + 2 * i + 1]);
+        }
+}
+
+// R rows x NT tokens, 16 weights a step; with one token the even and odd products keep their
+// own sums (twice the independent FMA chains)
+template <int NT, int R>
+void bf16_dot_t(const uint16_t* w, int64_t ldw, int64_t k, const float* const* xf,
+                const uint16_t* const* x, float* out) {
+    constexpr int C = NT == 1 ? 2 : 1;
+    const __m256i odd_word = _mm256_set1_epi32(int32_t(0xffff0000u));
+    __m256 acc[R][NT][C];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t)
+            for (int c = 0; c < C; ++c) acc[r][t][c] = _mm256_setzero_ps();
+    const int64_t k16 = k / 16;
+    for (int64_t h = 0; h < k16; ++h) {
+        for (int r = 0; r < R; ++r) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * ldw + 16 * h));
+            const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(v, odd_word));
+            for (int t = 0; t < NT; ++t) {
+                const float* xs = xf[t] + 16 * h;
+                acc[r][t][0] = _mm256_fmadd_ps(even, _mm256_loadu_ps(xs), acc[r][t][0]);
+                acc[r][t][C - 1] = _mm256_fmadd_ps(odd, _mm256_loadu_ps(xs + 8), acc[r][t][C - 1]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < NT; ++t) {
+            float sum = hsum(C == 2 ? _mm256_add_ps(acc[r][t][0], acc[r][t][C - 1]) : acc[r][t][0]);
+            for (int64_t i = 16 * k16; i < k; ++i) sum += bf2f(w[r * ldw + i]) * bf2f(x[t][i]);
+            out[r * NT + t] = sum;
+        }
 }
 
 template <int NT>
 void bf16_dot_n(const uint16_t* w, int64_t ldw, int64_t k, int64_t rows, const uint16_t* const* x,
                 float* out) {
-    const int64_t k8 = k / 8 * 8;
-    for (int64_t r = 0; r < rows; ++r) {
-        __m256 acc[NT];
-        for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < k8; i += 8) {
-            __m256 wv = load_bf16(w + r * ldw + i);
-            for (int t = 0; t < NT; ++t) acc[t] = _mm256_fmadd_ps(wv, load_bf16(x[t] + i), acc[t]);
-        }
-        for (int t = 0; t < NT; ++t) {
-            float s = hsum(acc[t]);
-            for (int64_t i = k8; i < k; ++i) s += bf2f(w[r * ldw + i]) * bf2f(x[t][i]);
-            out[r * NT + t] = s;
-        }
+    // widened activations: once per call (a call covers LIN_ROWS rows, so 1/64 of the work)
+    thread_local std::vector<float> buffer;
+    const int64_t k16 = k / 16;
+    if (int64_t(buffer.size()) < NT * k16 * 16) buffer.resize(NT * k16 * 16);
+    const float* xf[NT];
+    for (int t = 0; t < NT; ++t) {
+        widen(x[t], k16, buffer.data() + t * k16 * 16);
+        xf[t] = buffer.data() + t * k16 * 16;
     }
+    constexpr int R = NT <= 2 ? 4 : 2;
+    int64_t r = 0;
+    for (; r + R <= rows; r += R) bf16_dot_t<NT, R>(w + r * ldw, ldw, k, xf, x, out + r * NT);
+    for (; r < rows; ++r) bf16_dot_t<NT, 1>(w + r * ldw, ldw, k, xf, x, out + r * NT);
 }
 
 #include "driver.inc"
