@@ -19,7 +19,8 @@ namespace {
 
 #define ISA_NAME "avx2"
 #define ISA_HAS_DOT_ROWS 1
-#define ISA_HAS_GEMM 0
+#define ISA_HAS_GEMM 1
+#define ISA_GEMM_PANEL_FACTOR 2  // fp32 panel
 constexpr int NT_MAX = 4;
 
 inline float hsum(__m256 a) {
@@ -162,6 +163,126 @@ void mx_dot_rows(const uint8_t* const* b, const uint8_t* const* s, int64_t group
     }
     for (int r = 0; r < R; ++r)
         for (int t = 0; t < NT; ++t) out[r][t] = hsum(acc[r][t]);
+}
+
+// ---- GEMM path (12+ tokens on one expert) ------------------------------------------------------
+// The item's rows are decoded once into an fp32 panel, each weight multiplied by its block's
+// scale (a power of two: exact, the dequantized value the reference multiplies), in the dot
+// path's element order; the tokens' activations are packed as fp32, [token group of 8][k][8],
+// in that order too. A 6-row x 16-token microkernel broadcasts one weight per row and step.
+constexpr int GEMM_ROWS = 6, GEMM_COLS = 8;
+
+// tokens per expert from which the GEMM path is used: measured on a 2-vCPU AMD EPYC (one 20b
+// expert matrix, one thread), the GEMM path runs 1.04x / 0.96x / 1.44x / 1.99x the dot path at 4 / 8 /
+// 16 / 64 tokens; the crossover is near 10
+#define ISA_GEMM_MIN_TOKENS 1
+inline int64_t gemm_min_tokens() { return 12; }
+
+inline int64_t padded_k(int64_t k) { return ((k / 32 + 1) / 2) * 64; }
+
+int64_t gemm_xt_bytes(int64_t k, int64_t n) {
+    return ((n + GEMM_COLS - 1) / GEMM_COLS) * padded_k(k) * GEMM_COLS * 4;
+}
+
+void gemm_pack_x(const uint16_t* const* x, int64_t n, int64_t k, uint8_t* xt) {
+    float* d = reinterpret_cast<float*>(xt);
+    const int64_t kp = padded_k(k), groups = k / 32, tgroups = (n + GEMM_COLS - 1) / GEMM_COLS;
+    for (int64_t tg = 0; tg < tgroups; ++tg)
+        for (int64_t kk = 0; kk < kp; ++kk) {
+            const int64_t g = 2 * (kk / 64) + (kk % 8) / 4;
+            const int64_t src = g * 32 + element_of(int(kk % 64) / 8, int(kk % 4));
+            for (int c = 0; c < GEMM_COLS; ++c) {
+                const int64_t t = tg * GEMM_COLS + c;
+                d[(tg * kp + kk) * GEMM_COLS + c] = t < n && g < groups ? bf2f(x[t][src]) : 0.0f;
+            }
+        }
+}
+
+// one row's blocks -> kp dequantized fp32 weights, element_of order
+inline void decode_row_f32(const uint8_t* b, const uint8_t* s, int64_t groups, float* dst) {
+    const __m256i tlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(FP4_BF16_LO));
+    const __m256i thi = _mm256_load_si256(reinterpret_cast<const __m256i*>(FP4_BF16_HI));
+    for (int64_t g8 = 0; g8 < groups; g8 += 8) {
+        alignas(8) uint8_t tmp[8] = {127, 127, 127, 127, 127, 127, 127, 127};
+        std::memcpy(tmp, s + g8, size_t(std::min<int64_t>(8, groups - g8)));
+        const __m256 sc8 = scales8(tmp);
+        for (int j = 0; j < 4 && g8 + 2 * j < groups; ++j) {
+            const int64_t g = g8 + 2 * j;
+            const __m256i bytes = g + 1 == groups
+                ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g)))
+                : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 * g));
+            const __m256 sc = _mm256_permutevar8x32_ps(
+                sc8, _mm256_load_si256(reinterpret_cast<const __m256i*>(SCALE_PICK[j])));
+            __m256 w[8];
+            decode_half<0>(bytes, tlo, thi, w);
+            decode_half<1>(bytes, tlo, thi, w + 4);
+            for (int v = 0; v < 8; ++v)
+                _mm256_storeu_ps(dst + (g / 2) * 64 + 8 * v, _mm256_mul_ps(w[v], sc));
+        }
+    }
+}
+
+// R panel rows x G token groups (of 8) -> out rows [R][n], columns c0 .. c0 + 8 G (clipped)
+template <int R, int G>
+void micro(const float* panel, int64_t kp, const float* xt, float* out, int64_t n, int64_t c0) {
+    __m256 acc[R][G];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+        for (int j = 0; j < G; ++j) acc[r][j] = _mm256_setzero_ps();
+    for (int64_t kk = 0; kk < kp; ++kk) {
+        __m256 xv[G];
+#pragma GCC unroll 2
+        for (int j = 0; j < G; ++j) xv[j] = _mm256_loadu_ps(xt + (j * kp + kk) * GEMM_COLS);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+            const __m256 w = _mm256_broadcast_ss(panel + r * kp + kk);
+#pragma GCC unroll 2
+            for (int j = 0; j < G; ++j) acc[r][j] = _mm256_fmadd_ps(w, xv[j], acc[r][j]);
+        }
+    }
+    // (the results leave through a copy: storing from acc directly makes GCC keep acc in
+    // memory inside the loop above)
+    alignas(32) float v[R][G][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+        for (int j = 0; j < G; ++j) _mm256_store_ps(v[r][j], acc[r][j]);
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) {
+            const int64_t c = c0 + j * GEMM_COLS, cols = std::min<int64_t>(GEMM_COLS, n - c);
+            for (int64_t i = 0; i < cols; ++i) out[r * n + c + i] = v[r][j][i];
+        }
+}
+
+template <int R>
+void micro_all(const float* panel, int64_t kp, const float* xt, int64_t n, float* out) {
+    const int64_t tgroups = (n + GEMM_COLS - 1) / GEMM_COLS;
+    int64_t tg = 0;
+    for (; tg + 2 <= tgroups; tg += 2)
+        micro<R, 2>(panel, kp, xt + tg * kp * GEMM_COLS, out, n, tg * GEMM_COLS);
+    if (tg < tgroups) micro<R, 1>(panel, kp, xt + tg * kp * GEMM_COLS, out, n, tg * GEMM_COLS);
+}
+
+bool mx_gemm(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
+             const uint8_t* xt, int64_t n, uint16_t* panel16, float* out) {
+    if (rows > 32) return false;  // the panel holds MX_ROWS rows
+    const int64_t kp = padded_k(groups * 32);
+    float* panel = reinterpret_cast<float*>(panel16);
+    for (int64_t r = 0; r < rows; ++r)
+        decode_row_f32(blocks + r * groups * 16, scales + r * groups, groups, panel + r * kp);
+    const float* x = reinterpret_cast<const float*>(xt);
+    int64_t r = 0;
+    for (; r + GEMM_ROWS <= rows; r += GEMM_ROWS) micro_all<GEMM_ROWS>(panel + r * kp, kp, x, n, out + r * n);
+    switch (rows - r) {
+        case 0: break;
+        case 1: micro_all<1>(panel + r * kp, kp, x, n, out + r * n); break;
+        case 2: micro_all<2>(panel + r * kp, kp, x, n, out + r * n); break;
+        case 3: micro_all<3>(panel + r * kp, kp, x, n, out + r * n); break;
+        case 4: micro_all<4>(panel + r * kp, kp, x, n, out + r * n); break;
+        default: micro_all<5>(panel + r * kp, kp, x, n, out + r * n); break;
+    }
+    return true;
 }
 
 // ---- dense bf16 rows -----------------------------------------------------------------------
