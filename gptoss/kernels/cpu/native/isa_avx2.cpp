@@ -20,7 +20,6 @@ namespace {
 #define ISA_NAME "avx2"
 #define ISA_HAS_DOT_ROWS 1
 #define ISA_HAS_GEMM 1
-#define ISA_GEMM_PANEL_FACTOR 2  // fp32 panel
 constexpr int NT_MAX = 4;
 
 inline float hsum(__m256 a) {
@@ -45,9 +44,12 @@ constexpr int element_of(int v, int i) {
     return (v & 4 ? 1 : 0) + (v & 2 ? 16 : 0) + (v & 1 ? 2 : 0) + 4 * i;
 }
 
+// values in element_of order: 64 per pair of blocks, the last pair zero-padded when k / 32 is odd
+inline int64_t padded_k(int64_t k) { return ((k / 32 + 1) / 2) * 64; }
+
 // one or two blocks per step; per pair of blocks 64 floats: vector v, lane l, slot i holds
 // x[32 (2 pair + l) + element_of(v, i)] (zero past the last block)
-int64_t prep_bytes(int64_t k) { return ((k / 32 + 1) / 2) * 256; }
+int64_t prep_bytes(int64_t k) { return padded_k(k) * 4; }
 
 void prep(const uint16_t* x, int64_t k, uint8_t* dst) {
     float* d = reinterpret_cast<float*>(dst);
@@ -88,6 +90,21 @@ template <int ODD>
     return _mm256_castsi256_ps(bits);
 }
 
+// blocks g and g+1 of a row (`tail`: only g exists; the high lane is zero)
+[[gnu::always_inline]] inline __m256i load_pair(const uint8_t* src, bool tail) {
+    return tail ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)))
+                : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+}
+
+// the scales of blocks g8 .. g8+7 of a row of `groups` blocks; lanes past the row's end get
+// 1.0 (they multiply zeros)
+[[gnu::always_inline]] inline __m256 group_scales(const uint8_t* s, int64_t g8, int64_t groups) {
+    if (g8 + 8 <= groups) return scales8(s + g8);
+    alignas(8) uint8_t tmp[8] = {127, 127, 127, 127, 127, 127, 127, 127};
+    std::memcpy(tmp, s + g8, size_t(groups - g8));
+    return scales8(tmp);
+}
+
 // lane l of pair j of an 8-block group takes scale 2j + l
 alignas(32) constexpr int32_t SCALE_PICK[4][8] = {{0, 0, 0, 0, 1, 1, 1, 1}, {2, 2, 2, 2, 3, 3, 3, 3},
                                                   {4, 4, 4, 4, 5, 5, 5, 5}, {6, 6, 6, 6, 7, 7, 7, 7}};
@@ -107,9 +124,7 @@ void mx_dot_rows(const uint8_t* const* b, const uint8_t* const* s, int64_t group
             const uint8_t* src = b[r] + 16 * g;
             if (R > 1 && j % 2 == 0)  // the streams' lines, ahead (see driver.inc's mx_dot_t)
                 _mm_prefetch(reinterpret_cast<const char*>(src + 1024), _MM_HINT_T0);
-            const __m256i bytes = tail
-                ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)))
-                : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+            const __m256i bytes = load_pair(src, tail);
             const __m256 sc = _mm256_permutevar8x32_ps(sc8[r], pick);
             const float* x0 = reinterpret_cast<const float*>(xp[0]) + (g / 2) * 64;
             if constexpr (NT == 1) {  // four short chains, each half decoded just before use
@@ -145,15 +160,7 @@ void mx_dot_rows(const uint8_t* const* b, const uint8_t* const* s, int64_t group
     };
     for (int64_t g8 = 0; g8 < groups; g8 += 8) {
         __m256 sc8[R];
-        for (int r = 0; r < R; ++r) {
-            if (g8 + 8 <= groups) {
-                sc8[r] = scales8(s[r] + g8);
-            } else {  // the row's last scales (the lanes past them multiply zeros)
-                alignas(8) uint8_t tmp[8] = {127, 127, 127, 127, 127, 127, 127, 127};
-                std::memcpy(tmp, s[r] + g8, size_t(groups - g8));
-                sc8[r] = scales8(tmp);
-            }
-        }
+        for (int r = 0; r < R; ++r) sc8[r] = group_scales(s[r], g8, groups);
         if (g8 + 8 <= groups) {
             for (int j = 0; j < 4; ++j) step(g8 + 2 * j, sc8, j, false);
         } else {
@@ -178,7 +185,9 @@ constexpr int GEMM_ROWS = 6, GEMM_COLS = 8;
 #define ISA_GEMM_MIN_TOKENS 1
 inline int64_t gemm_min_tokens() { return 12; }
 
-inline int64_t padded_k(int64_t k) { return ((k / 32 + 1) / 2) * 64; }
+// the panel: MX_ROWS rows of padded_k fp32 values, in the driver's uint16 units
+#define ISA_GEMM_PANEL 1
+inline int64_t gemm_panel_halfwords(int64_t k) { return 32 * padded_k(k) * 2; }
 
 int64_t gemm_xt_bytes(int64_t k, int64_t n) {
     return ((n + GEMM_COLS - 1) / GEMM_COLS) * padded_k(k) * GEMM_COLS * 4;
@@ -203,14 +212,10 @@ inline void decode_row_f32(const uint8_t* b, const uint8_t* s, int64_t groups, f
     const __m256i tlo = _mm256_load_si256(reinterpret_cast<const __m256i*>(FP4_BF16_LO));
     const __m256i thi = _mm256_load_si256(reinterpret_cast<const __m256i*>(FP4_BF16_HI));
     for (int64_t g8 = 0; g8 < groups; g8 += 8) {
-        alignas(8) uint8_t tmp[8] = {127, 127, 127, 127, 127, 127, 127, 127};
-        std::memcpy(tmp, s + g8, size_t(std::min<int64_t>(8, groups - g8)));
-        const __m256 sc8 = scales8(tmp);
+        const __m256 sc8 = group_scales(s, g8, groups);
         for (int j = 0; j < 4 && g8 + 2 * j < groups; ++j) {
             const int64_t g = g8 + 2 * j;
-            const __m256i bytes = g + 1 == groups
-                ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g)))
-                : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 * g));
+            const __m256i bytes = load_pair(b + 16 * g, g + 1 == groups);
             const __m256 sc = _mm256_permutevar8x32_ps(
                 sc8, _mm256_load_si256(reinterpret_cast<const __m256i*>(SCALE_PICK[j])));
             __m256 w[8];
@@ -266,7 +271,7 @@ void micro_all(const float* panel, int64_t kp, const float* xt, int64_t n, float
 
 bool mx_gemm(const uint8_t* blocks, const uint8_t* scales, int64_t groups, int64_t rows,
              const uint8_t* xt, int64_t n, uint16_t* panel16, float* out) {
-    if (rows > 32) return false;  // the panel holds MX_ROWS rows
+    if (rows > 32) return false;  // the panel holds 32 (MX_ROWS) rows
     const int64_t kp = padded_k(groups * 32);
     float* panel = reinterpret_cast<float*>(panel16);
     for (int64_t r = 0; r < rows; ++r)
