@@ -158,8 +158,10 @@ def test_linear_or_torch_takes_strided_rows_and_falls_back():
     x = torch.randn(3, 128).bfloat16()[:, ::2]  # strided columns: copied
     torch.testing.assert_close(native.linear_or_torch(x, w).float(), x.float() @ w.float().T,
                                rtol=2 ** -7, atol=1e-2)
-    many = torch.randn(native.LINEAR_MAX_ROWS + 1, 64).bfloat16()  # torch's GEMM
+    many = torch.randn(native.linear_max_rows() + 1, 64).bfloat16()  # torch's GEMM
     torch.testing.assert_close(native.linear_or_torch(many, w), torch.nn.functional.linear(many, w))
+    assert native.linear_max_rows() == (native.LINEAR_MAX_ROWS_AMX if "amx" in ISAS
+                                        else native.LINEAR_MAX_ROWS)
 
 
 # ---- paged decode attention --------------------------------------------------------------------
