@@ -180,3 +180,19 @@ def test_reproducible_and_disjoint_splits():
     assert all(corpus.split_of(k) == "heldout" for k in held)
     with pytest.raises(ValueError):
         corpus.generate(1, split="test")
+
+
+def test_copy_warm_up_repeats_the_items_in_order():
+    """The copy warm-up (corpus.COPY_MIX) is echo records only: the final answer is exactly the
+    items after the ask's colon, 2-6 of them, and the held-out tenth never meets training."""
+    train = corpus.generate(60, seed=5, mix=corpus.COPY_MIX)
+    held = corpus.generate(20, seed=6, split="heldout", mix=corpus.COPY_MIX)
+    assert {r["demo"]["task"] for r in train + held} == {"echo"}
+    for record in train + held:
+        ask, reply = record["messages"][-2]["content"], record["messages"][-1]
+        items = ask.split(": ", 1)[1]
+        assert reply["content"] == items == record["demo"]["answer"]
+        assert 2 <= len(items.split()) <= 6
+    assert not {r["demo"]["key"] for r in train} & {r["demo"]["key"] for r in held}
+    items = [item for r in train for item in r["demo"]["answer"].split()]
+    assert any(re.fullmatch(r"\d{2}:\d{2}", item) for item in items)

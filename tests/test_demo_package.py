@@ -97,3 +97,45 @@ def test_the_shipped_package_is_small_and_expands_to_the_full_vocabulary():
     packed = packaged_model()
     assert packed is not None and packed.stat().st_size <= SIZE_LIMIT == 30 * 1000 * 1000
     assert read_config(packed).vocab_size == FULL_VOCAB == 201088
+
+
+def test_number_rows_share_one_vector_per_digit_and_place(vocab, tmp_path):
+    """number_init "digits": a number's embedding row is (length + digit-at-place vectors) /
+    sqrt(digits + 1), so 47 - 17 = 42 - 12 (tens 4 vs 1, the ones cancel), a single digit
+    differs from a two-digit number ending in it by the length and tens parts only; the
+    unembedding row is the embedding row x UNEMBED_TIE / sqrt(H); "random" leaves both random."""
+    from safetensors.torch import load_file
+
+    from gptoss.demo.train import UNEMBED_TIE
+    from gptoss.harmony.tokenizer import get_tokenizer
+    config = ModelConfig.preset("tiny").replace(hidden_size=64)
+    tok, table = get_tokenizer(), vocab.compact_map()
+
+    def rows(init):
+        folder = write_initial(tmp_path / init, config, vocab, seed=3, number_init=init)
+        state = {}
+        for f in folder.glob("*.safetensors"):
+            state.update(load_file(f))
+        emb = next(v for k, v in state.items() if k.endswith("embed_tokens.weight"))
+        unemb = next(v for k, v in state.items() if k.endswith("lm_head.weight"))
+        return emb.float(), unemb.float()
+
+    def row(m, n):
+        (i,) = tok.encode(str(n))
+        return m[table[i]]
+
+    emb, unemb = rows("digits")
+    s2, s3 = 3 ** 0.5, 2.0  # sqrt(digits + 1)
+    torch.testing.assert_close((row(emb, 47) - row(emb, 17)) * s2,
+                               (row(emb, 42) - row(emb, 12)) * s2, rtol=0, atol=0.05)
+    torch.testing.assert_close((row(emb, 347) - row(emb, 947)) * s3,
+                               (row(emb, 302) - row(emb, 902)) * s3, rtol=0, atol=0.05)
+    assert torch.nn.functional.cosine_similarity(row(emb, 47), row(emb, 17), dim=0) > 0.4
+    assert abs(torch.nn.functional.cosine_similarity(row(emb, 47), row(emb, 74), dim=0)) < 0.4
+    torch.testing.assert_close(row(unemb, 47), row(emb, 47) * UNEMBED_TIE / 64 ** 0.5,
+                               rtol=0.02, atol=1e-3)
+    remb, runemb = rows("random")
+    assert abs(torch.nn.functional.cosine_similarity(row(remb, 47), row(remb, 17), dim=0)) < 0.4
+    assert not torch.allclose(row(runemb, 47), row(remb, 47) * UNEMBED_TIE / 64 ** 0.5, atol=1e-3)
+    with pytest.raises(ValueError, match="number_init"):
+        write_initial(tmp_path / "bad", config, vocab, seed=3, number_init="zeros")

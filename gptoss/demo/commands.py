@@ -17,10 +17,23 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--records", type=int, default=None, metavar="N",
                    help="training conversations (one epoch; default: the recipe's)")
+    p.add_argument("--copy-records", type=int, default=None, metavar="N",
+                   help="conversations of the copy warm-up trained first (0: none; default: "
+                        "the recipe's)")
     p.add_argument("--heldout", type=int, default=None, metavar="N",
                    help="held-out conversations scored at the end")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--recipe", choices=("shipped", "copy"), default="shipped",
+                   help="option set: shipped (the packaged model's, default) or copy (lr 1e-3, "
+                        "digit-structured number rows, a copy warm-up and echo records: better "
+                        "at copying values, worse at choosing tools; docs/demo.md); the flags "
+                        "below override it")
+    p.add_argument("--number-init", choices=("digits", "random"), default=None,
+                   help="initial rows of the number tokens 0-999: random or digits (built from "
+                        "shared per-digit vectors, docs/demo.md)")
+    p.add_argument("--echo-weight", type=int, default=None, metavar="W",
+                   help="echo records' weight in the main mix (the other tasks' sum to 100)")
     p.add_argument("--preset", default="demo", help="model shape (a config preset)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads (default: torch's; 1 is faster on a busy machine)")
@@ -35,7 +48,7 @@ def register(subparsers) -> None:
 def _demo_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .train import DemoTrainOptions, clean, demo_train
+    from .train import RECIPES, DemoTrainOptions, clean, demo_train
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         if not args.force:
@@ -43,10 +56,14 @@ def _demo_train(args: argparse.Namespace) -> int:
                              "replace it or --resume to continue it")
         clean(out)
     changes = {k: v for k, v in (("records", args.records), ("heldout", args.heldout),
-                                 ("batch_size", args.batch_size), ("lr", args.lr))
+                                 ("batch_size", args.batch_size), ("lr", args.lr),
+                                 ("number_init", args.number_init),
+                                 ("copy_records", args.copy_records),
+                                 ("echo_weight", args.echo_weight))
                if v is not None}
-    options = replace(DemoTrainOptions(seed=args.seed, preset=args.preset,
-                                       evaluate=not args.no_eval), **changes)
+    base = replace(DemoTrainOptions(seed=args.seed, preset=args.preset,
+                                    evaluate=not args.no_eval), **RECIPES[args.recipe])
+    options = replace(base, **changes)
     if options.evaluate:
         try:
             import jsonschema  # noqa: F401

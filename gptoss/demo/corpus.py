@@ -28,6 +28,13 @@ HELDOUT_PER_MILLE = 100
 MIX = {tasks.greeting: 6, tasks.fact: 4, tasks.addition: 20, tasks.subtraction: 5,
        tasks.multiplication: 5, tasks.reverse: 5, tasks.upper: 4, tasks.count_letters: 4,
        tasks.function_call: 27, tasks.unknown_tool: 5, tasks.json_answer: 15}
+# the copy warm-up corpus (train.py's recipe "copy" trains on it first)
+COPY_MIX = {tasks.echo: 1}
+
+
+def mix_with_echo(weight: int) -> dict:
+    """`MIX` plus echo records at `weight` (0: `MIX` itself)."""
+    return {**MIX, tasks.echo: weight} if weight else MIX
 
 
 def split_of(key: str) -> str:
@@ -64,12 +71,14 @@ def record(sample: Sample, effort: str, rng: random.Random) -> dict:
     return out
 
 
-def iter_records(seed: int, split: str = "train") -> Iterator[dict]:
-    """An endless stream of records of `split`, deterministic in `seed`."""
+def iter_records(seed: int, split: str = "train", mix: dict | None = None) -> Iterator[dict]:
+    """An endless stream of records of `split`, deterministic in `seed`, drawn by `mix`
+    (default `MIX`)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     rng = random.Random(seed)
-    makers, weights = list(MIX), list(MIX.values())
+    mix = MIX if mix is None else mix
+    makers, weights = list(mix), list(mix.values())
     while True:
         maker = rng.choices(makers, weights)[0]
         effort = rng.choice(EFFORTS)
@@ -78,8 +87,9 @@ def iter_records(seed: int, split: str = "train") -> Iterator[dict]:
             yield record(sample, effort, rng)
 
 
-def generate(n: int, *, seed: int = 0, split: str = "train") -> list[dict]:
-    stream = iter_records(seed, split)
+def generate(n: int, *, seed: int = 0, split: str = "train", mix: dict | None = None
+             ) -> list[dict]:
+    stream = iter_records(seed, split, mix)
     return [next(stream) for _ in range(n)]
 
 

@@ -179,7 +179,9 @@ def write_model_card(path: str | Path, scores: dict, summary: dict) -> Path:
                   package_mb=round(summary["package_bytes"] / 1e6, 1),
                   train_minutes=round(summary["train_seconds"] / 60, 1),
                   train_tokens=summary["train_tokens"], steps=summary["steps"],
-                  records=summary["options"]["records"], seed=summary["options"]["seed"])
+                  records=summary["options"]["records"], seed=summary["options"]["seed"],
+                  copy_records=summary["options"].get("copy_records", 0),
+                  lr=summary["options"]["lr"])
     text = CARD_TEMPLATE.read_text()
     for key, value in values.items():
         text = text.replace("{" + key + "}", str(value))

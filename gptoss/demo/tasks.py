@@ -220,6 +220,34 @@ def count_letters(rng: random.Random, effort: str) -> Sample:
                   [_user(ask), _reply(work, f"{word} has {n} letters.")], meta={"answer": str(n)})
 
 
+# ---- copying ------------------------------------------------------------------------------------
+def _echo_item(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.6:
+        return str(rng.randint(0, 999))
+    if kind < 0.75:
+        return f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+    if kind < 0.9:
+        return rng.choice(WORDS)
+    return rng.choice(NAMES + CITIES)
+
+
+def echo(rng: random.Random, effort: str) -> Sample:
+    """Repeat 2-6 items (numbers 0-999, times, words, names) in order: the copy warm-up of the
+    recipe (train.py) and a small share of the main mix, so that copying values from the context
+    (tool results, operands) is learnt early and kept."""
+    items = [_echo_item(rng) for _ in range(rng.randint(2, 6))]
+    text = " ".join(items)
+    steps = [f"The user gives {len(items)} items.", f"In order: {', '.join(items)}.",
+             "Repeat them exactly."]
+    work = _working(effort, "Repeat the items.", steps, f"Check: {text}. Same order.",
+                    "The user wants the items repeated.")
+    ask = rng.choice(("Repeat after me: {t}", "Say back: {t}", "Echo this: {t}",
+                      "Copy exactly: {t}")).format(t=text)
+    return Sample("echo", f"echo:{text}:{effort}", [_user(ask), _reply(work, text)],
+                  meta={"answer": text})
+
+
 # ---- function calls ---------------------------------------------------------------------------
 def _declared(rng: random.Random, needed: ToolSpec | None) -> list[ToolSpec]:
     """1-3 declared tools in a random order, `needed` among them (when given)."""

@@ -2,20 +2,27 @@
 
 Everything under `out`:
   data/train.jsonl, data/heldout.jsonl   the corpus (fine-tuning data format, `corpus.py`)
+  data/copy.jsonl, data/copy_heldout.jsonl  the copy warm-up corpus (echo records; if any)
   vocab.json                             the compact vocabulary (`vocab.py`)
   init/                                  the random compact checkpoint training starts from
+                                         (number_init "digits": number tokens from shared digit
+                                         vectors, `number_rows`)
+  copy/                                  the copy warm-up's `gptoss.finetune` output, if any (its
+                                         model/ is where the main training starts)
   run/                                   `gptoss.finetune` output: checkpoints, history.json,
                                          model/ (the trained compact checkpoint, hf-bf16)
   gptoss-demo.safetensors                the package (`package.py`), experts MXFP4
   expanded/                              the package expanded to a standard checkpoint
   scores.json, MODEL_CARD.md             held-out metrics (`evaluate.py`) and the filled card
-Training is the project's own pipeline (`gptoss.finetune.finetune`, method "full") on the corpus
-rendered by `gptoss.finetune.data` and renumbered into the compact vocabulary. The same seed and
-options give the same corpus, initial weights and data order.
+Training is the project's own pipeline (`gptoss.finetune.finetune`, method "full"): on the
+copy warm-up if the options ask for one, then on the corpus, each rendered by `gptoss.finetune.data` and renumbered
+into the compact vocabulary. The same seed and options give the same corpus, initial weights
+and data order.
 """
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -28,6 +35,7 @@ from ..config import ModelConfig
 from ..finetune.api import finetune
 from ..finetune.config import TrainConfig
 from ..finetune.data import Dataset, Example, load_jsonl
+from ..harmony.tokenizer import get_tokenizer
 from ..weights.random_weights import random_canonical
 from ..weights.writer import write_canonical
 from . import corpus
@@ -35,23 +43,42 @@ from .package import SIZE_LIMIT, expand, pack
 from .vocab import DemoVocab, vocab_from_examples
 
 
+NUMBER_INIT = ("digits", "random")
+# named option sets: "shipped" is the recipe of the packaged model (the defaults); "copy" the
+# copy-learning variant measured on 3 December 2026 (docs/demo.md): better at copying values,
+# worse at choosing tools, not shipped
+RECIPES = {"shipped": {},
+           "copy": {"lr": 1e-3, "number_init": "digits", "copy_records": 4800, "echo_weight": 4}}
+
+
 @dataclass(frozen=True)
 class DemoTrainOptions:
     preset: str = "demo"
     seed: int = 0
     records: int = 30000  # training conversations (one epoch; ~6.0M tokens, docs/demo.md)
+    copy_records: int = 0  # a copy warm-up trained first (echo records; 0: none)
+    echo_weight: int = 0  # echo records' weight in the main mix (corpus.MIX's weights sum to 100)
     heldout: int = 400  # held-out conversations for the eval loss and the metrics
     batch_size: int = 16
     lr: float = 3e-3
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1
     other_rows: int = 2048
+    number_init: str = "random"  # "random" | "digits" (see `number_rows`)
     max_length: int = 640
     save_every: int | None = 200
     evaluate: bool = True
     eval_max_tokens: int = 256
     eval_additions: int = 100  # 2-digit additions scored (their own held-out set)
     config_changes: dict = field(default_factory=dict)  # ModelConfig overrides (tests)
+
+    def __post_init__(self) -> None:
+        if self.number_init not in NUMBER_INIT:
+            raise ValueError(f"number_init must be one of {NUMBER_INIT}, "
+                             f"got {self.number_init!r}")
+        if self.copy_records < 0 or self.echo_weight < 0:
+            raise ValueError("copy_records and echo_weight must be >= 0, got "
+                             f"{self.copy_records} and {self.echo_weight}")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(method="full", precision="fp32", epochs=1, batch_size=self.batch_size,
@@ -63,10 +90,23 @@ class DemoTrainOptions:
 
 
 def write_corpus(out: Path, options: DemoTrainOptions) -> tuple[Path, Path]:
-    train = corpus.write_jsonl(corpus.generate(options.records, seed=options.seed),
+    mix = corpus.mix_with_echo(options.echo_weight)
+    train = corpus.write_jsonl(corpus.generate(options.records, seed=options.seed, mix=mix),
                                out / "data" / "train.jsonl")
     held = corpus.write_jsonl(corpus.generate(options.heldout, seed=options.seed + 1,
-                                              split="heldout"), out / "data" / "heldout.jsonl")
+                                              split="heldout", mix=mix),
+                              out / "data" / "heldout.jsonl")
+    return train, held
+
+
+def write_copy_corpus(out: Path, options: DemoTrainOptions) -> tuple[Path, Path]:
+    """The copy warm-up: echo records only (`corpus.COPY_MIX`), and a few held out."""
+    mix = corpus.COPY_MIX
+    train = corpus.write_jsonl(corpus.generate(options.copy_records, seed=options.seed + 3,
+                                               mix=mix), out / "data" / "copy.jsonl")
+    held = corpus.write_jsonl(corpus.generate(max(options.heldout // 4, 1), seed=options.seed + 4,
+                                              split="heldout", mix=mix),
+                              out / "data" / "copy_heldout.jsonl")
     return train, held
 
 
@@ -76,18 +116,56 @@ def compact(data: Dataset, vocab: DemoVocab) -> Dataset:
     return Dataset(data.path, examples, list(data.bad))
 
 
-def _tied_others(stream: Iterator[tuple[str, torch.Tensor]], vocab: DemoVocab):
-    """Random canonical tensors with every `other` unembedding row equal to the first one."""
+UNEMBED_TIE = 1.0  # a number's unembedding row = its embedding row x UNEMBED_TIE / sqrt(H)
+
+
+def number_rows(vocab: DemoVocab, hidden: int, seed: int) -> dict[int, torch.Tensor]:
+    """Compact row -> initial embedding row of each number token 0-999: the sum of random
+    vectors for its length and for each digit at its place (ones, tens, hundreds), scaled to the
+    embedding's std 1. Random, but shared by every number with that digit at that place, so what
+    the model learns about "7 in the ones place" (reading it from 47, writing it into 17) serves
+    all such numbers; each number token alone is too rare in the corpus to learn from."""
+    g = torch.Generator().manual_seed(seed * 7919 + 17)
+    length, place = torch.randn(3, hidden, generator=g), torch.randn(3, 10, hidden, generator=g)
+    table, tok, rows = vocab.compact_map(), get_tokenizer(), {}
+    for n in range(1000):
+        ids, text = tok.encode(str(n)), str(n)
+        if len(ids) != 1 or ids[0] not in table:
+            continue
+        v = length[len(text) - 1] + sum(place[i, int(d)] for i, d in enumerate(reversed(text)))
+        rows[table[ids[0]]] = v / math.sqrt(len(text) + 1)
+    return rows
+
+
+def _initial_stream(stream: Iterator[tuple[str, torch.Tensor]], vocab: DemoVocab,
+                    config: ModelConfig, seed: int, number_init: str):
+    """Random canonical tensors with every `other` unembedding row equal to the first one and,
+    with number_init "digits", the number tokens' embedding and unembedding rows from
+    `number_rows` (the unembedding's tied to the embedding's, so copying a number is one
+    token-independent map)."""
+    numbers = number_rows(vocab, config.hidden_size, seed) if number_init == "digits" else {}
+    index = torch.tensor(sorted(numbers), dtype=torch.long)
+    values = torch.stack([numbers[k] for k in sorted(numbers)]) if numbers else None
     for name, tensor in stream:
-        if name == "unembedding.weight":
+        if name in ("embedding.weight", "unembedding.weight"):
             tensor = tensor.clone()
+        if name == "unembedding.weight":
             tensor[vocab.other:] = tensor[vocab.other]
+        if values is not None and name == "embedding.weight":
+            tensor[index] = values.to(tensor.dtype)
+        if values is not None and name == "unembedding.weight":
+            scale = UNEMBED_TIE / math.sqrt(config.hidden_size)
+            tensor[index] = (values * scale).to(tensor.dtype)
         yield name, tensor
 
 
-def write_initial(out: Path, config: ModelConfig, vocab: DemoVocab, seed: int) -> Path:
+def write_initial(out: Path, config: ModelConfig, vocab: DemoVocab, seed: int,
+                  number_init: str = "random") -> Path:
+    if number_init not in NUMBER_INIT:
+        raise ValueError(f"number_init must be one of {NUMBER_INIT}, got {number_init!r}")
     compact_config = config.replace(vocab_size=vocab.size)
-    stream = _tied_others(random_canonical(compact_config, seed), vocab)
+    stream = _initial_stream(random_canonical(compact_config, seed), vocab, compact_config, seed,
+                             number_init)
     return write_canonical(compact_config, out, stream, overwrite=True)
 
 
@@ -104,21 +182,32 @@ def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
     train_file, held_file = write_corpus(out, o)
     train = load_jsonl(train_file, max_length=c.max_length)
     held = load_jsonl(held_file, max_length=c.max_length)
-    vocab = vocab_from_examples([e.tokens for e in train.examples + held.examples], o.other_rows)
+    stages = [(train, held, out / "run")]
+    if o.copy_records:
+        copy_train, copy_held = (load_jsonl(f, max_length=c.max_length)
+                                 for f in write_copy_corpus(out, o))
+        stages.insert(0, (copy_train, copy_held, out / "copy"))
+    vocab = vocab_from_examples([e.tokens for data, held_out, _ in stages
+                                 for e in data.examples + held_out.examples], o.other_rows)
     vocab.save(out / "vocab.json")
     log = log or (lambda text: None)
     log(f"{train.summary()}; vocabulary {len(vocab.token_ids)} ids + {vocab.other_rows} shared")
-    init = write_initial(out / "init", config, vocab, o.seed)
-    began = time.perf_counter()
-    result = finetune(init, compact(train, vocab), out / "run", eval_data=compact(held, vocab),
-                      config=c, resume=resume, progress=progress, log=log)
+    start = write_initial(out / "init", config, vocab, o.seed, o.number_init)
+    began, history, steps = time.perf_counter(), [], 0
+    for data, held_out, folder in stages:  # the copy warm-up (if any), then the main corpus
+        result = finetune(start, compact(data, vocab), folder,
+                          eval_data=compact(held_out, vocab), config=c, resume=resume,
+                          progress=progress, log=log)
+        start, steps = result.output, steps + result.train.steps
+        history += result.history
     seconds = time.perf_counter() - began
     package = pack(result.output, vocab, out / "gptoss-demo.safetensors")
     size = package.stat().st_size
     if size > SIZE_LIMIT:
         raise ValueError(f"{package}: {size} bytes, over the {SIZE_LIMIT}-byte package limit")
-    tokens = sum(h["tokens"] for h in result.history)
-    summary = {"options": asdict(o), "config": config.to_hf_dict(), "steps": result.train.steps,
+    tokens = sum(h["tokens"] for h in history)
+    summary = {"options": asdict(o), "config": config.to_hf_dict(), "steps": steps,
+               "copy_steps": steps - result.train.steps,
                "train_seconds": round(seconds, 1), "train_tokens": tokens,
                "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
                "final_loss": result.history[-1]["loss"] if result.history else None,
