@@ -168,6 +168,24 @@ def evaluate_checkpoint(folder: str | Path, heldout: str | Path, *, seed: int = 
     return scores
 
 
+def _recipe_text(options: dict) -> dict:
+    """The card's sentences that depend on the recipe (train.py's RECIPES)."""
+    from .train import RECIPES
+    named = next((name for name, changes in RECIPES.items() if changes and all(
+        options.get(k) == v for k, v in changes.items())), None)
+    copies = options.get("copy_records", 0)
+    return {"warmup_text": (f"{copies} conversations that repeat numbers, times and words (a "
+                            "copy warm-up), then on " if copies else ""),
+            "recipe_flag": f" --recipe {named}" if named else "",
+            "init_text": ("The number tokens 0-999 start from random rows built from one vector "
+                          "per digit and place (so what is learnt about \"7 in the ones place\" "
+                          "serves every such number), with their unembedding rows tied to them at "
+                          "the start; all other weights start from plain random values."
+                          if options.get("number_init") == "digits" else
+                          "All weights start from plain random values."),
+            "echo_text": "; repeating a list of items" if options.get("echo_weight") else ""}
+
+
 def write_model_card(path: str | Path, scores: dict, summary: dict) -> Path:
     """The card template with its `{placeholders}` filled from the scores and the run."""
     values = {k: ("n/a" if v is None else v) for k, v in scores.items()
@@ -180,8 +198,7 @@ def write_model_card(path: str | Path, scores: dict, summary: dict) -> Path:
                   train_minutes=round(summary["train_seconds"] / 60, 1),
                   train_tokens=summary["train_tokens"], steps=summary["steps"],
                   records=summary["options"]["records"], seed=summary["options"]["seed"],
-                  copy_records=summary["options"].get("copy_records", 0),
-                  lr=summary["options"]["lr"])
+                  lr=summary["options"]["lr"], **_recipe_text(summary["options"]))
     text = CARD_TEMPLATE.read_text()
     for key, value in values.items():
         text = text.replace("{" + key + "}", str(value))
