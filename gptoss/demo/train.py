@@ -15,9 +15,9 @@ Everything under `out`:
   expanded/                              the package expanded to a standard checkpoint
   scores.json, MODEL_CARD.md             held-out metrics (`evaluate.py`) and the filled card
 Training is the project's own pipeline (`gptoss.finetune.finetune`, method "full"): on the
-copy warm-up if the options ask for one, then on the corpus, each rendered by `gptoss.finetune.data` and renumbered
-into the compact vocabulary. The same seed and options give the same corpus, initial weights
-and data order.
+copy warm-up if the options ask for one, then on the corpus, each rendered by
+`gptoss.finetune.data` and renumbered into the compact vocabulary. The same seed and options
+give the same corpus, initial weights and data order.
 """
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ from .vocab import DemoVocab, vocab_from_examples
 
 
 NUMBER_INIT = ("digits", "random")
+def _check_number_init(value: str) -> None:
+    if value not in NUMBER_INIT:
+        raise ValueError(f"number_init must be one of {NUMBER_INIT}, got {value!r}")
+
+
 # named option sets: "shipped" is the recipe of the packaged model (the defaults); "copy" the
 # copy-learning variant measured on 3 December 2026 (docs/demo.md): better at copying values,
 # worse at choosing tools, not shipped
@@ -73,9 +78,7 @@ class DemoTrainOptions:
     config_changes: dict = field(default_factory=dict)  # ModelConfig overrides (tests)
 
     def __post_init__(self) -> None:
-        if self.number_init not in NUMBER_INIT:
-            raise ValueError(f"number_init must be one of {NUMBER_INIT}, "
-                             f"got {self.number_init!r}")
+        _check_number_init(self.number_init)
         if self.copy_records < 0 or self.echo_weight < 0:
             raise ValueError("copy_records and echo_weight must be >= 0, got "
                              f"{self.copy_records} and {self.echo_weight}")
@@ -89,25 +92,25 @@ class DemoTrainOptions:
                            save_layout="hf-bf16")
 
 
-def write_corpus(out: Path, options: DemoTrainOptions) -> tuple[Path, Path]:
-    mix = corpus.mix_with_echo(options.echo_weight)
-    train = corpus.write_jsonl(corpus.generate(options.records, seed=options.seed, mix=mix),
-                               out / "data" / "train.jsonl")
-    held = corpus.write_jsonl(corpus.generate(options.heldout, seed=options.seed + 1,
-                                              split="heldout", mix=mix),
-                              out / "data" / "heldout.jsonl")
+def _write_split(folder: Path, train_name: str, held_name: str, mix: dict, records: int,
+                 heldout: int, seed: int) -> tuple[Path, Path]:
+    """`records` training and `heldout` held-out records of `mix` (seeds `seed`, `seed` + 1)."""
+    train = corpus.write_jsonl(corpus.generate(records, seed=seed, mix=mix), folder / train_name)
+    held = corpus.write_jsonl(corpus.generate(heldout, seed=seed + 1, split="heldout", mix=mix),
+                              folder / held_name)
     return train, held
+
+
+def write_corpus(out: Path, options: DemoTrainOptions) -> tuple[Path, Path]:
+    return _write_split(out / "data", "train.jsonl", "heldout.jsonl",
+                        corpus.mix_with_echo(options.echo_weight), options.records,
+                        options.heldout, options.seed)
 
 
 def write_copy_corpus(out: Path, options: DemoTrainOptions) -> tuple[Path, Path]:
     """The copy warm-up: echo records only (`corpus.COPY_MIX`), and a few held out."""
-    mix = corpus.COPY_MIX
-    train = corpus.write_jsonl(corpus.generate(options.copy_records, seed=options.seed + 3,
-                                               mix=mix), out / "data" / "copy.jsonl")
-    held = corpus.write_jsonl(corpus.generate(max(options.heldout // 4, 1), seed=options.seed + 4,
-                                              split="heldout", mix=mix),
-                              out / "data" / "copy_heldout.jsonl")
-    return train, held
+    return _write_split(out / "data", "copy.jsonl", "copy_heldout.jsonl", corpus.COPY_MIX,
+                        options.copy_records, max(options.heldout // 4, 1), options.seed + 3)
 
 
 def compact(data: Dataset, vocab: DemoVocab) -> Dataset:
@@ -129,7 +132,8 @@ def number_rows(vocab: DemoVocab, hidden: int, seed: int) -> dict[int, torch.Ten
     length, place = torch.randn(3, hidden, generator=g), torch.randn(3, 10, hidden, generator=g)
     table, tok, rows = vocab.compact_map(), get_tokenizer(), {}
     for n in range(1000):
-        ids, text = tok.encode(str(n)), str(n)
+        text = str(n)
+        ids = tok.encode(text)
         if len(ids) != 1 or ids[0] not in table:
             continue
         v = length[len(text) - 1] + sum(place[i, int(d)] for i, d in enumerate(reversed(text)))
@@ -144,8 +148,8 @@ def _initial_stream(stream: Iterator[tuple[str, torch.Tensor]], vocab: DemoVocab
     `number_rows` (the unembedding's tied to the embedding's, so copying a number is one
     token-independent map)."""
     numbers = number_rows(vocab, config.hidden_size, seed) if number_init == "digits" else {}
-    index = torch.tensor(sorted(numbers), dtype=torch.long)
-    values = torch.stack([numbers[k] for k in sorted(numbers)]) if numbers else None
+    index = torch.tensor(list(numbers), dtype=torch.long)
+    values = torch.stack(list(numbers.values())) if numbers else None
     for name, tensor in stream:
         if name in ("embedding.weight", "unembedding.weight"):
             tensor = tensor.clone()
@@ -161,8 +165,7 @@ def _initial_stream(stream: Iterator[tuple[str, torch.Tensor]], vocab: DemoVocab
 
 def write_initial(out: Path, config: ModelConfig, vocab: DemoVocab, seed: int,
                   number_init: str = "random") -> Path:
-    if number_init not in NUMBER_INIT:
-        raise ValueError(f"number_init must be one of {NUMBER_INIT}, got {number_init!r}")
+    _check_number_init(number_init)
     compact_config = config.replace(vocab_size=vocab.size)
     stream = _initial_stream(random_canonical(compact_config, seed), vocab, compact_config, seed,
                              number_init)
