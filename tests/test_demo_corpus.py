@@ -14,8 +14,8 @@ import pytest
 from openai_harmony import (Author, Conversation, DeveloperContent, Message, ReasoningEffort,
                             RenderConversationConfig, Role, SystemContent, ToolDescription)
 
-from gptoss.demo import corpus
-from gptoss.demo.tools import TOOL_BY_NAME
+from gptoss.demo import corpus, tasks
+from gptoss.demo.tools import TOOL_BY_NAME, WIDE_ZONES, ZONES
 from gptoss.finetune.data import render_record
 from gptoss.harmony.parser import HarmonyStreamParser
 from gptoss.harmony.tokenizer import RETURN, get_tokenizer, load_harmony_encoding
@@ -183,10 +183,10 @@ def test_reproducible_and_disjoint_splits():
 
 
 def test_copy_warm_up_repeats_the_items_in_order():
-    """The copy warm-up (corpus.COPY_MIX) is echo records only: the final answer is exactly the
+    """The copy first stage (corpus.CURRICULA["echo"]) is echo records only: the final answer is exactly the
     items after the ask's colon, 2-6 of them, and the held-out tenth never meets training."""
-    train = corpus.generate(60, seed=5, mix=corpus.COPY_MIX)
-    held = corpus.generate(20, seed=6, split="heldout", mix=corpus.COPY_MIX)
+    train = corpus.generate(60, seed=5, mix=corpus.CURRICULA["echo"])
+    held = corpus.generate(20, seed=6, split="heldout", mix=corpus.CURRICULA["echo"])
     assert {r["demo"]["task"] for r in train + held} == {"echo"}
     for record in train + held:
         ask, reply = record["messages"][-2]["content"], record["messages"][-1]
@@ -196,3 +196,29 @@ def test_copy_warm_up_repeats_the_items_in_order():
     assert not {r["demo"]["key"] for r in train} & {r["demo"]["key"] for r in held}
     items = [item for r in train for item in r["demo"]["answer"].split()]
     assert any(re.fullmatch(r"\d{2}:\d{2}", item) for item in items)
+
+
+def test_wide_zones_only_change_get_time_requests():
+    """`main_mix(wide_zones=True)` draws get_time about the 25 zones of tools.WIDE_ZONES (the
+    declared function unchanged); without it, the main mix is MIX itself."""
+    assert corpus.main_mix() is corpus.MIX and tasks.echo in corpus.main_mix(4)
+    records = corpus.generate(600, seed=9, mix=corpus.main_mix(wide_zones=True))
+    zones = [r["demo"]["arguments"]["timezone"] for r in records
+             if r["demo"].get("function") == "get_time"]
+    assert set(zones) <= set(WIDE_ZONES) and len(set(zones) - set(ZONES)) >= 5
+    for r in records:
+        if r["demo"]["task"] == "call":
+            names = [t["function"]["name"] for t in r["tools"]]
+            assert len(names) == len(set(names)) and r["demo"]["function"] in names
+            assert r["tools"] == [TOOL_BY_NAME[n].openai() for n in names]
+
+
+def test_arith_curriculum_is_additions_and_echo():
+    records = corpus.generate(200, seed=3, mix=corpus.CURRICULA["arith"])
+    tasks_seen = [r["demo"]["task"] for r in records]
+    assert set(tasks_seen) == {"add2", "add3", "echo"}
+    assert 0.6 < sum(t != "echo" for t in tasks_seen) / len(tasks_seen) < 0.9  # weights 3 : 1
+    for r in records:
+        if r["demo"]["task"] != "echo":
+            a, b = map(int, r["demo"]["key"].split(":")[1:3])
+            assert r["messages"][-1]["content"] == f"{a} + {b} = {a + b}."

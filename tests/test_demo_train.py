@@ -22,8 +22,9 @@ SMALL = dict(num_layers=2, hidden_size=64, intermediate_size=64, num_heads=2, nu
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, one_torch_thread):
     out = tmp_path_factory.mktemp("demo")
-    # the "copy" recipe's machinery (digit rows, a copy warm-up, echo records in the mix)
-    options = DemoTrainOptions(preset="demo", records=48, copy_records=16, echo_weight=4,
+    # the "arith" recipe's machinery (digit rows, a first stage, echo records in the mix)
+    options = DemoTrainOptions(preset="demo", records=48, first_records=16, echo_weight=4,
+                               curriculum="arith",
                                number_init="digits", heldout=12, batch_size=8, lr=1e-2,
                                warmup_steps=1, other_rows=8, save_every=None, eval_max_tokens=12,
                                eval_additions=6, config_changes=SMALL)
@@ -33,10 +34,12 @@ def run(tmp_path_factory, one_torch_thread):
 def test_recipe_writes_every_artefact(run):
     out, summary = run
     losses = [h["loss"] for h in json.loads((out / "run" / "history.json").read_text())]
-    assert summary["steps"] == 8 and summary["copy_steps"] == 2  # the copy warm-up, then 6
+    assert summary["steps"] == 8 and summary["first_steps"] == 2  # the first stage, then 6
     assert len(losses) == 6 and losses[-1] < losses[0]
-    copy_losses = json.loads((out / "copy" / "history.json").read_text())
-    assert len(copy_losses) == 2 and (out / "data" / "copy.jsonl").is_file()
+    first_losses = json.loads((out / "first" / "history.json").read_text())
+    assert len(first_losses) == 2
+    first = [json.loads(line) for line in (out / "data" / "first.jsonl").read_text().splitlines()]
+    assert len(first) == 16 and {r["demo"]["task"] for r in first} <= {"add2", "add3", "echo"}
     assert 0 < (out / "gptoss-demo.safetensors").stat().st_size < SIZE_LIMIT
     model = load_model(out / "expanded")
     assert model.config.vocab_size == 201088 and model.config.hidden_size == 64
@@ -57,12 +60,13 @@ def test_recipe_writes_every_artefact(run):
 
 def test_command_line(tmp_path):
     argv = ["demo-train", "--out", str(tmp_path / "x"), "--preset", "tiny", "--records", "8",
-            "--heldout", "2", "--batch-size", "8", "--recipe", "copy", "--copy-records", "8",
+            "--heldout", "2", "--batch-size", "8", "--recipe", "copy", "--first-records", "8",
             "--no-eval", "--quiet"]
     assert cli(argv) == 0
     summary = json.loads((tmp_path / "x" / "summary.json").read_text())
     assert summary["options"]["lr"] == 1e-3 and summary["options"]["number_init"] == "digits"
-    assert summary["copy_steps"] == 1 and summary["options"]["echo_weight"] == 4
+    assert summary["first_steps"] == 1 and summary["options"]["echo_weight"] == 4
+    assert summary["options"]["curriculum"] == "echo"
     assert (tmp_path / "x" / "gptoss-demo.safetensors").is_file()
     assert cli(argv) == 2  # a non-empty --out needs --force (or --resume)
     assert cli(argv + ["--resume"]) == 0  # the run is complete: nothing left to train

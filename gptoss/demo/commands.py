@@ -17,23 +17,28 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--records", type=int, default=None, metavar="N",
                    help="training conversations (one epoch; default: the recipe's)")
-    p.add_argument("--copy-records", type=int, default=None, metavar="N",
-                   help="conversations of the copy warm-up trained first (0: none; default: "
-                        "the recipe's)")
+    p.add_argument("--first-records", type=int, default=None, metavar="N",
+                   help="conversations of a first stage trained before the main corpus (0: "
+                        "none; default: the recipe's)")
+    p.add_argument("--curriculum", choices=("echo", "arith"), default=None,
+                   help="the first stage's corpus: echo (repeating items) or arith (additions "
+                        "and echo records); default: the recipe's")
     p.add_argument("--heldout", type=int, default=None, metavar="N",
                    help="held-out conversations scored at the end")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--recipe", choices=("shipped", "copy"), default="shipped",
-                   help="option set: shipped (the packaged model's, default) or copy (lr 1e-3, "
-                        "digit-structured number rows, a copy warm-up and echo records: better "
-                        "at copying values, worse at choosing tools; docs/demo.md); the flags "
-                        "below override it")
+    p.add_argument("--recipe", choices=("shipped", "copy", "arith"), default="shipped",
+                   help="option set: shipped (the packaged model's, default), copy (lr 1e-3, "
+                        "digit-structured number rows, a first stage of echo records and echo "
+                        "records in the mix) or arith (copy with a first stage of additions and "
+                        "echo records); docs/demo.md; the flags below override it")
     p.add_argument("--number-init", choices=("digits", "random"), default=None,
                    help="initial rows of the number tokens 0-999: random or digits (built from "
                         "shared per-digit vectors, docs/demo.md)")
     p.add_argument("--echo-weight", type=int, default=None, metavar="W",
                    help="echo records' weight in the main mix (the other tasks' sum to 100)")
+    p.add_argument("--wide-zones", action=argparse.BooleanOptionalAction, default=None,
+                   help="get_time calls about 25 time zones, not 5 (default: the recipe's)")
     p.add_argument("--preset", default="demo", help="model shape (a config preset)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads (default: torch's; 1 is faster on a busy machine)")
@@ -58,8 +63,10 @@ def _demo_train(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in (("records", args.records), ("heldout", args.heldout),
                                  ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("number_init", args.number_init),
-                                 ("copy_records", args.copy_records),
-                                 ("echo_weight", args.echo_weight))
+                                 ("first_records", args.first_records),
+                                 ("curriculum", args.curriculum),
+                                 ("echo_weight", args.echo_weight),
+                                 ("wide_zones", args.wide_zones))
                if v is not None}
     base = replace(DemoTrainOptions(seed=args.seed, preset=args.preset,
                                     evaluate=not args.no_eval), **RECIPES[args.recipe])

@@ -28,13 +28,20 @@ HELDOUT_PER_MILLE = 100
 MIX = {tasks.greeting: 6, tasks.fact: 4, tasks.addition: 20, tasks.subtraction: 5,
        tasks.multiplication: 5, tasks.reverse: 5, tasks.upper: 4, tasks.count_letters: 4,
        tasks.function_call: 27, tasks.unknown_tool: 5, tasks.json_answer: 15}
-# the copy warm-up corpus (train.py's recipe "copy" trains on it first)
-COPY_MIX = {tasks.echo: 1}
+# the first-stage corpora (train.py's `curriculum`: trained before the main corpus): "echo"
+# (the recipe "copy") and "arith", additions and echo records
+CURRICULA = {"echo": {tasks.echo: 1}, "arith": {tasks.addition: 3, tasks.echo: 1}}
 
 
-def mix_with_echo(weight: int) -> dict:
-    """`MIX` plus echo records at `weight` (0: `MIX` itself)."""
-    return {**MIX, tasks.echo: weight} if weight else MIX
+def main_mix(echo_weight: int = 0, wide_zones: bool = False) -> dict:
+    """`MIX`, with echo records at `echo_weight` (0: none) and, with `wide_zones`, function calls
+    drawn by `tasks.function_call_wide` in place of `tasks.function_call` (`MIX` itself when
+    neither is asked for)."""
+    mix = MIX
+    if wide_zones:
+        mix = {(tasks.function_call_wide if k is tasks.function_call else k): v
+               for k, v in mix.items()}
+    return {**mix, tasks.echo: echo_weight} if echo_weight else mix
 
 
 def split_of(key: str) -> str:

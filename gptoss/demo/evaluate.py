@@ -173,9 +173,11 @@ def _recipe_text(options: dict) -> dict:
     from .train import RECIPES
     named = next((name for name, changes in RECIPES.items() if changes and all(
         options.get(k) == v for k, v in changes.items())), None)
-    copies = options.get("copy_records", 0)
-    return {"warmup_text": (f"{copies} conversations that repeat numbers, times and words (a "
-                            "copy warm-up), then on " if copies else ""),
+    first = options.get("first_records", 0)
+    what = ("additions and repetitions of numbers, times and words" if
+            options.get("curriculum") == "arith" else "repetitions of numbers, times and words")
+    return {"warmup_text": f"{first} conversations of {what} (a first stage), then on "
+                           if first else "",
             "recipe_flag": f" --recipe {named}" if named else "",
             "init_text": ("The number tokens 0-999 start from random rows built from one vector "
                           "per digit and place (so what is learnt about \"7 in the ones place\" "

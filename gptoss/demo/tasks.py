@@ -13,7 +13,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from .tools import CITIES, NAMES, TOOLS, UNKNOWN_TOOLS, ToolSpec, arguments_text
+from .tools import CITIES, NAMES, TOOLS, UNKNOWN_TOOLS, WIDE_TOOLS, ToolSpec, arguments_text
 
 EFFORTS = ("low", "medium", "high")
 WORDS = ("apple", "banana", "cherry", "grape", "lemon", "mango", "melon", "peach", "pear", "plum",
@@ -249,16 +249,16 @@ def echo(rng: random.Random, effort: str) -> Sample:
 
 
 # ---- function calls ---------------------------------------------------------------------------
-def _declared(rng: random.Random, needed: ToolSpec | None) -> list[ToolSpec]:
-    """1-3 declared tools in a random order, `needed` among them (when given)."""
-    others = [t for t in TOOLS if t is not needed]
+def _declared(rng: random.Random, needed: ToolSpec | None, tools=TOOLS) -> list[ToolSpec]:
+    """1-3 declared tools of `tools` in a random order, `needed` among them (when given)."""
+    others = [t for t in tools if t is not needed]
     chosen = rng.sample(others, rng.randint(0 if needed else 1, 2)) + ([needed] if needed else [])
     rng.shuffle(chosen)
     return chosen
 
 
-def function_call(rng: random.Random, effort: str) -> Sample:
-    spec = rng.choice(TOOLS)
+def function_call(rng: random.Random, effort: str, tools=TOOLS) -> Sample:
+    spec = rng.choice(tools)
     ask, args, what = spec.draw(rng)
     result = spec.result(rng, args)
     result_text = arguments_text(result)
@@ -279,10 +279,15 @@ def function_call(rng: random.Random, effort: str) -> Sample:
                  "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_1", "content": result_text},
                 _reply(after, answer)]
-    tools = [t.openai() for t in _declared(rng, spec)]
+    declared = [t.openai() for t in _declared(rng, spec, tools)]
     key = f"call:{spec.name}:{arguments_text(args)}:{effort}"
-    return Sample("call", key, messages, {"tools": tools},
+    return Sample("call", key, messages, {"tools": declared},
                   meta={"function": spec.name, "arguments": args, "result": result})
+
+
+def function_call_wide(rng: random.Random, effort: str) -> Sample:
+    """`function_call` over `WIDE_TOOLS` (get_time asked about 25 zones, not 5)."""
+    return function_call(rng, effort, WIDE_TOOLS)
 
 
 def unknown_tool(rng: random.Random, effort: str) -> Sample:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 CITIES = ("Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Oslo", "Cairo", "Lima", "Delhi",
           "Sydney", "Toronto", "Boston", "Dublin", "Vienna", "Prague", "Lisbon", "Athens",
@@ -21,6 +21,13 @@ NAMES = ("Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "I
          "Kate", "Liam", "Maria", "Noah", "Olivia", "Peter")
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "TSLA", "META", "IBM")
 ZONES = ("UTC", "Europe/Paris", "Asia/Tokyo", "America/New_York", "Europe/London")
+# the wide draw (`WIDE_TOOLS`): 25 zones, most named after a city that get_weather is asked
+# about too, so "time" rather than the city has to choose the tool
+WIDE_ZONES = ZONES + ("Europe/Berlin", "Europe/Madrid", "Europe/Rome", "Europe/Oslo",
+                      "Africa/Cairo", "America/Lima", "Asia/Kolkata", "Australia/Sydney",
+                      "America/Toronto", "Europe/Dublin", "Europe/Vienna", "Europe/Prague",
+                      "Europe/Lisbon", "Europe/Athens", "Asia/Seoul", "America/Denver",
+                      "America/Chicago", "America/Los_Angeles", "Asia/Singapore", "Asia/Dubai")
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,8 @@ def _fx_answer(args, r):
     return f"{r['amount']} {r['from']} is {r['converted']} {r['to']} (rate {r['rate']})."
 
 
-def _time_draw(rng):
-    zone = rng.choice(ZONES)
+def _time_draw(rng, zones=ZONES):
+    zone = rng.choice(zones)
     ask = rng.choice(("What time is it in {z}?", "Current time in {z}?", "Tell me the time in {z}."))
     return ask.format(z=zone), {"timezone": zone}, f"the time in {zone}"
 
@@ -172,6 +179,9 @@ TOOLS = (
              _reminder_draw, _reminder_result, _reminder_answer),
 )
 TOOL_BY_NAME = {t.name: t for t in TOOLS}
+# TOOLS with get_time drawing from WIDE_ZONES (the same declared function)
+WIDE_TOOLS = tuple(replace(t, draw=lambda rng: _time_draw(rng, WIDE_ZONES))
+                   if t.name == "get_time" else t for t in TOOLS)
 # asked for by name, never declared: the model must say it cannot use them
 UNKNOWN_TOOLS = (("send_email", "send an email to {n}"), ("book_flight", "book a flight to {c}"),
                  ("play_music", "play some music"), ("order_pizza", "order a pizza"),

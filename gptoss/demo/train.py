@@ -2,12 +2,13 @@
 
 Everything under `out`:
   data/train.jsonl, data/heldout.jsonl   the corpus (fine-tuning data format, `corpus.py`)
-  data/copy.jsonl, data/copy_heldout.jsonl  the copy warm-up corpus (echo records; if any)
+  data/first.jsonl, data/first_heldout.jsonl  the first stage's corpus (if any;
+                                         `corpus.CURRICULA`)
   vocab.json                             the compact vocabulary (`vocab.py`)
   init/                                  the random compact checkpoint training starts from
                                          (number_init "digits": number tokens from shared digit
                                          vectors, `number_rows`)
-  copy/                                  the copy warm-up's `gptoss.finetune` output, if any (its
+  first/                                 the first stage's `gptoss.finetune` output, if any (its
                                          model/ is where the main training starts)
   run/                                   `gptoss.finetune` output: checkpoints, history.json,
                                          model/ (the trained compact checkpoint, hf-bf16)
@@ -15,7 +16,7 @@ Everything under `out`:
   expanded/                              the package expanded to a standard checkpoint
   scores.json, MODEL_CARD.md             held-out metrics (`evaluate.py`) and the filled card
 Training is the project's own pipeline (`gptoss.finetune.finetune`, method "full"): on the
-copy warm-up if the options ask for one, then on the corpus, each rendered by
+first stage's corpus if the options ask for one (`first_records`), then on the main corpus, each rendered by
 `gptoss.finetune.data` and renumbered into the compact vocabulary. The same seed and options
 give the same corpus, initial weights and data order.
 """
@@ -51,9 +52,12 @@ def _check_number_init(value: str) -> None:
 
 # named option sets: "shipped" is the recipe of the packaged model (the defaults); "copy" the
 # copy-learning variant measured on 3 December 2026 (docs/demo.md): better at copying values,
-# worse at choosing tools, not shipped
+# worse at choosing tools, not shipped; "arith" adds a first stage of additions (and echo
+# records) of 1,800 steps and get_time over 25 zones (docs/demo.md)
 RECIPES = {"shipped": {},
-           "copy": {"lr": 1e-3, "number_init": "digits", "copy_records": 4800, "echo_weight": 4}}
+           "copy": {"lr": 1e-3, "number_init": "digits", "first_records": 4800, "echo_weight": 4},
+           "arith": {"lr": 1e-3, "number_init": "digits", "first_records": 28800,
+                     "curriculum": "arith", "echo_weight": 4, "wide_zones": True}}
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,10 @@ class DemoTrainOptions:
     preset: str = "demo"
     seed: int = 0
     records: int = 30000  # training conversations (one epoch; ~6.0M tokens, docs/demo.md)
-    copy_records: int = 0  # a copy warm-up trained first (echo records; 0: none)
+    first_records: int = 0  # a first stage trained before the corpus (0: none)
+    curriculum: str = "echo"  # its corpus: a key of corpus.CURRICULA
     echo_weight: int = 0  # echo records' weight in the main mix (corpus.MIX's weights sum to 100)
+    wide_zones: bool = False  # get_time calls about 25 zones, not 5 (tools.WIDE_ZONES)
     heldout: int = 400  # held-out conversations for the eval loss and the metrics
     batch_size: int = 16
     lr: float = 3e-3
@@ -79,9 +85,12 @@ class DemoTrainOptions:
 
     def __post_init__(self) -> None:
         _check_number_init(self.number_init)
-        if self.copy_records < 0 or self.echo_weight < 0:
-            raise ValueError("copy_records and echo_weight must be >= 0, got "
-                             f"{self.copy_records} and {self.echo_weight}")
+        if self.first_records < 0 or self.echo_weight < 0:
+            raise ValueError("first_records and echo_weight must be >= 0, got "
+                             f"{self.first_records} and {self.echo_weight}")
+        if self.curriculum not in corpus.CURRICULA:
+            raise ValueError(f"curriculum must be one of {tuple(corpus.CURRICULA)}, got "
+                             f"{self.curriculum!r}")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(method="full", precision="fp32", epochs=1, batch_size=self.batch_size,
@@ -103,14 +112,15 @@ def _write_split(folder: Path, train_name: str, held_name: str, mix: dict, recor
 
 def write_corpus(out: Path, options: DemoTrainOptions) -> tuple[Path, Path]:
     return _write_split(out / "data", "train.jsonl", "heldout.jsonl",
-                        corpus.mix_with_echo(options.echo_weight), options.records,
+                        corpus.main_mix(options.echo_weight, options.wide_zones), options.records,
                         options.heldout, options.seed)
 
 
-def write_copy_corpus(out: Path, options: DemoTrainOptions) -> tuple[Path, Path]:
-    """The copy warm-up: echo records only (`corpus.COPY_MIX`), and a few held out."""
-    return _write_split(out / "data", "copy.jsonl", "copy_heldout.jsonl", corpus.COPY_MIX,
-                        options.copy_records, max(options.heldout // 4, 1), options.seed + 3)
+def write_first_corpus(out: Path, options: DemoTrainOptions) -> tuple[Path, Path]:
+    """The first stage's corpus (`corpus.CURRICULA[options.curriculum]`), and a few held out."""
+    return _write_split(out / "data", "first.jsonl", "first_heldout.jsonl",
+                        corpus.CURRICULA[options.curriculum], options.first_records,
+                        max(options.heldout // 4, 1), options.seed + 3)
 
 
 def compact(data: Dataset, vocab: DemoVocab) -> Dataset:
@@ -186,10 +196,10 @@ def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
     train = load_jsonl(train_file, max_length=c.max_length)
     held = load_jsonl(held_file, max_length=c.max_length)
     stages = [(train, held, out / "run")]
-    if o.copy_records:
-        copy_train, copy_held = (load_jsonl(f, max_length=c.max_length)
-                                 for f in write_copy_corpus(out, o))
-        stages.insert(0, (copy_train, copy_held, out / "copy"))
+    if o.first_records:
+        first_train, first_held = (load_jsonl(f, max_length=c.max_length)
+                                   for f in write_first_corpus(out, o))
+        stages.insert(0, (first_train, first_held, out / "first"))
     vocab = vocab_from_examples([e.tokens for data, held_out, _ in stages
                                  for e in data.examples + held_out.examples], o.other_rows)
     vocab.save(out / "vocab.json")
@@ -197,7 +207,7 @@ def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
     log(f"{train.summary()}; vocabulary {len(vocab.token_ids)} ids + {vocab.other_rows} shared")
     start = write_initial(out / "init", config, vocab, o.seed, o.number_init)
     began, history, steps = time.perf_counter(), [], 0
-    for data, held_out, folder in stages:  # the copy warm-up (if any), then the main corpus
+    for data, held_out, folder in stages:  # the first stage (if any), then the main corpus
         result = finetune(start, compact(data, vocab), folder,
                           eval_data=compact(held_out, vocab), config=c, resume=resume,
                           progress=progress, log=log)
@@ -210,7 +220,7 @@ def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
         raise ValueError(f"{package}: {size} bytes, over the {SIZE_LIMIT}-byte package limit")
     tokens = sum(h["tokens"] for h in history)
     summary = {"options": asdict(o), "config": config.to_hf_dict(), "steps": steps,
-               "copy_steps": steps - result.train.steps,
+               "first_steps": steps - result.train.steps,
                "train_seconds": round(seconds, 1), "train_tokens": tokens,
                "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
                "final_loss": result.history[-1]["loss"] if result.history else None,
