@@ -22,7 +22,7 @@ SMALL = dict(num_layers=2, hidden_size=64, intermediate_size=64, num_heads=2, nu
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, one_torch_thread):
     out = tmp_path_factory.mktemp("demo")
-    # the "arith" recipe's machinery (digit rows, a first stage, echo records in the mix)
+    # the shipped recipe's machinery (digit rows, a first stage, echo records, 25 zones)
     options = DemoTrainOptions(preset="demo", records=48, first_records=16, echo_weight=4,
                                curriculum="arith",
                                number_init="digits", heldout=12, batch_size=8, lr=1e-2,

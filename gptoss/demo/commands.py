@@ -27,11 +27,10 @@ def register(subparsers) -> None:
                    help="held-out conversations scored at the end")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--recipe", choices=("shipped", "copy", "arith"), default="shipped",
-                   help="option set: shipped (the packaged model's, default), copy (lr 1e-3, "
-                        "digit-structured number rows, a first stage of echo records and echo "
-                        "records in the mix) or arith (copy with a first stage of additions and "
-                        "echo records); docs/demo.md; the flags below override it")
+    p.add_argument("--recipe", choices=("shipped", "v1", "copy"), default="shipped",
+                   help="option set: shipped (the packaged model's, default), v1 (the first "
+                        "shipped model's) or copy (a first stage of echo records only, 5 time "
+                        "zones); docs/demo.md; the flags below override it")
     p.add_argument("--number-init", choices=("digits", "random"), default=None,
                    help="initial rows of the number tokens 0-999: random or digits (built from "
                         "shared per-digit vectors, docs/demo.md)")
