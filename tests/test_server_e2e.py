@@ -49,6 +49,10 @@ def client(served):
 
 
 def test_chat_stream_and_usage(client):
+    # the prompt once first: every request compared below then finds it in the prefix cache (a
+    # cold prompt's tail goes through other kernels than a cached one's, and on a random model
+    # the last-bit difference can change a sampled token; test_seed_without_prefix_cache)
+    client.chat.completions.create(model="tiny", messages=USER, max_tokens=1)
     whole = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, seed=3,
                                            logprobs=True, top_logprobs=2)
     assert whole.choices[0].finish_reason in ("stop", "length")
@@ -126,7 +130,7 @@ def test_gptoss_serve_command(checkpoint, tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "gptoss.cli", "serve", "--model", str(checkpoint), "--port", str(port),
            "--api-key", "k", "--db", str(tmp_path / "db.sqlite3"), "--kv-cache-tokens", "4096",
-           "--log-level", "warning"]
+           "--log-level", "warning", "--no-prefix-cache"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     try:
         url = f"http://127.0.0.1:{port}"
@@ -135,6 +139,12 @@ def test_gptoss_serve_command(checkpoint, tmp_path):
         assert [m.id for m in client.models.list().data] == ["tiny"]
         r = client.responses.create(model="tiny", input="hi", max_output_tokens=4)
         assert r.usage.output_tokens <= 4 and (tmp_path / "db.sqlite3").exists()
+        # --no-prefix-cache: a prompt sent again is recomputed, and its seeded reply is the same
+        # bit for bit (with the cache, the tail of a cached prompt takes other kernels)
+        twice = [client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, seed=3)
+                 for _ in range(2)]
+        assert twice[1].usage.prompt_tokens_details.cached_tokens == 0
+        assert twice[0].choices[0].message.content == twice[1].choices[0].message.content
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -33,6 +33,10 @@ def register(subparsers) -> None:
                         "':memory:' keeps nothing)")
     p.add_argument("--max-num-seqs", type=int, default=16, metavar="N",
                    help="requests decoded together in one step (default: 16)")
+    p.add_argument("--no-prefix-cache", action="store_true",
+                   help="recompute every prompt: a seed then reproduces its reply bit for bit "
+                        "whether or not the prompt was seen before (a cached prefix changes "
+                        "the numerics of the prompt's tail; docs/engine.md)")
     p.add_argument("--max-tokens-default", type=int, default=MAX_TOKENS_DEFAULT, metavar="N",
                    help="output limit for requests that set none, capped by the context's room "
                         f"(default: {MAX_TOKENS_DEFAULT}; 0: the context's whole room)")
@@ -87,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     store = ResponseStore(options.db_path)
     try:
         engine = AsyncEngine.from_model(model, max_num_seqs=args.max_num_seqs,
-                                        lora=lora or None, **llm_options(args))
+                                        lora=lora or None,
+                                        prefix_caching=not args.no_prefix_cache,
+                                        **llm_options(args))
     except BaseException:
         store.close()
         raise
