@@ -183,8 +183,9 @@ def test_reproducible_and_disjoint_splits():
 
 
 def test_copy_warm_up_repeats_the_items_in_order():
-    """The copy first stage (corpus.CURRICULA["echo"]) is echo records only: the final answer is exactly the
-    items after the ask's colon, 2-6 of them, and the held-out tenth never meets training."""
+    """The copy first stage (corpus.CURRICULA["echo"]) is echo records only: the final answer is
+    exactly the items after the ask's colon, 2-6 of them, and the held-out tenth never meets
+    training."""
     train = corpus.generate(60, seed=5, mix=corpus.CURRICULA["echo"])
     held = corpus.generate(20, seed=6, split="heldout", mix=corpus.CURRICULA["echo"])
     assert {r["demo"]["task"] for r in train + held} == {"echo"}

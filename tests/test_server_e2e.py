@@ -51,7 +51,8 @@ def client(served):
 def test_chat_stream_and_usage(client):
     # the prompt once first: every request compared below then finds it in the prefix cache (a
     # cold prompt's tail goes through other kernels than a cached one's, and on a random model
-    # the last-bit difference can change a sampled token; test_seed_without_prefix_cache)
+    # the last-bit difference can change a sampled token; test_gptoss_serve_command checks
+    # --no-prefix-cache)
     client.chat.completions.create(model="tiny", messages=USER, max_tokens=1)
     whole = client.chat.completions.create(model="tiny", messages=USER, max_tokens=12, seed=3,
                                            logprobs=True, top_logprobs=2)

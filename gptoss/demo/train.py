@@ -16,8 +16,8 @@ Everything under `out`:
   expanded/                              the package expanded to a standard checkpoint
   scores.json, MODEL_CARD.md             held-out metrics (`evaluate.py`) and the filled card
 Training is the project's own pipeline (`gptoss.finetune.finetune`, method "full"): on the
-first stage's corpus if the options ask for one (`first_records`), then on the main corpus, each rendered by
-`gptoss.finetune.data` and renumbered into the compact vocabulary. The same seed and options
+first stage's corpus if the options ask for one (`first_records`), then on the main corpus,
+each rendered by `gptoss.finetune.data` and renumbered into the compact vocabulary. The same seed and options
 give the same corpus, initial weights and data order.
 """
 from __future__ import annotations
