@@ -15,7 +15,7 @@ from openai_harmony import (Author, Conversation, DeveloperContent, Message, Rea
                             RenderConversationConfig, Role, SystemContent, ToolDescription)
 
 from gptoss.demo import corpus, tasks
-from gptoss.demo.tools import TOOL_BY_NAME, WIDE_ZONES, ZONES
+from gptoss.demo.tools import CITIES, NAMES, TOOL_BY_NAME, VALUES, WIDE_ZONES, ZONES
 from gptoss.finetune.data import render_record
 from gptoss.harmony.parser import HarmonyStreamParser
 from gptoss.harmony.tokenizer import RETURN, get_tokenizer, load_harmony_encoding
@@ -223,3 +223,17 @@ def test_arith_curriculum_is_additions_and_echo():
         if r["demo"]["task"] != "echo":
             a, b = map(int, r["demo"]["key"].split(":")[1:3])
             assert r["messages"][-1]["content"] == f"{a} + {b} = {a + b}."
+
+
+def test_arith_values_curriculum_echoes_tool_values():
+    """"arith-values" is "arith" with the echo records' named items drawn from every tool value
+    (tools.VALUES: symbols, currencies, zones, conditions, emails, names, cities) instead of
+    names and cities only; "arith" itself draws no other values."""
+    def named(curriculum):
+        records = corpus.generate(1200, seed=3, mix=corpus.CURRICULA[curriculum])
+        return {item for r in records if r["demo"]["task"] == "echo"
+                for item in r["demo"]["answer"].split() if item in VALUES}
+    wide, plain = named("arith-values"), named("arith")
+    assert plain <= set(NAMES + CITIES)
+    assert len(wide - set(NAMES + CITIES)) >= 20
+    assert {"NVDA", "JPY", "Europe/Madrid", "foggy"} & wide

@@ -99,26 +99,30 @@ def test_the_shipped_package_is_small_and_expands_to_the_full_vocabulary():
     assert read_config(packed).vocab_size == FULL_VOCAB == 201088
 
 
+def _initial_rows(folder):
+    """The embedding and unembedding matrices of a checkpoint written by `write_initial`."""
+    from safetensors.torch import load_file
+    state = {}
+    for f in folder.glob("*.safetensors"):
+        state.update(load_file(f))
+    emb = next(v for k, v in state.items() if k.endswith("embed_tokens.weight"))
+    unemb = next(v for k, v in state.items() if k.endswith("lm_head.weight"))
+    return emb.float(), unemb.float()
+
+
 def test_number_rows_share_one_vector_per_digit_and_place(vocab, tmp_path):
     """number_init "digits": a number's embedding row is (length + digit-at-place vectors) /
     sqrt(digits + 1), so 47 - 17 = 42 - 12 (tens 4 vs 1, the ones cancel), a single digit
     differs from a two-digit number ending in it by the length and tens parts only; the
     unembedding row is the embedding row x UNEMBED_TIE / sqrt(H); "random" leaves both random."""
-    from safetensors.torch import load_file
-
     from gptoss.demo.train import UNEMBED_TIE
     from gptoss.harmony.tokenizer import get_tokenizer
     config = ModelConfig.preset("tiny").replace(hidden_size=64)
     tok, table = get_tokenizer(), vocab.compact_map()
 
     def rows(init):
-        folder = write_initial(tmp_path / init, config, vocab, seed=3, number_init=init)
-        state = {}
-        for f in folder.glob("*.safetensors"):
-            state.update(load_file(f))
-        emb = next(v for k, v in state.items() if k.endswith("embed_tokens.weight"))
-        unemb = next(v for k, v in state.items() if k.endswith("lm_head.weight"))
-        return emb.float(), unemb.float()
+        return _initial_rows(write_initial(tmp_path / init, config, vocab, seed=3,
+                                           number_init=init))
 
     def row(m, n):
         (i,) = tok.encode(str(n))
@@ -139,3 +143,42 @@ def test_number_rows_share_one_vector_per_digit_and_place(vocab, tmp_path):
     assert not torch.allclose(row(runemb, 47), row(remb, 47) * UNEMBED_TIE / 64 ** 0.5, atol=1e-3)
     with pytest.raises(ValueError, match="number_init"):
         write_initial(tmp_path / "bad", config, vocab, seed=3, number_init="zeros")
+
+
+def test_entity_rows_span_a_small_code_space(corpus_tokens, tmp_path):
+    """entity_init "codes": the tokens of the tools' categorical values start from sums of
+    per-place code vectors, so together they span at most ENTITY_BASE x places dimensions (21
+    here, of hidden 64), each row has std about 1 and differs from the others, and the
+    unembedding rows are tied to them (x UNEMBED_TIE / sqrt(H)); number rows are as
+    number_init "digits" alone makes them. With "random" the same rows span the full width.
+    (The checkpoint stores bf16: singular values under 0.5 count as zero.)"""
+    from gptoss.demo.tools import VALUES
+    from gptoss.demo.train import ENTITY_BASE, UNEMBED_TIE
+    from gptoss.harmony.tokenizer import get_tokenizer
+    tok = get_tokenizer()
+    forms = [tok.encode(f) for v in VALUES for f in (v, " " + v)]
+    vocab = vocab_from_examples(corpus_tokens + forms, other_rows=16)
+    table = vocab.compact_map()
+    numbers = {table[i] for n in range(1000) for i in tok.encode(str(n))
+               if len(tok.encode(str(n))) == 1 and i in table}
+    values = sorted({table[i] for ids in forms for i in ids} - numbers)
+    assert len(values) > 200
+    config = ModelConfig.preset("tiny").replace(hidden_size=64)
+
+    def rows(entity_init):
+        return _initial_rows(write_initial(tmp_path / entity_init, config, vocab, seed=3,
+                                           number_init="digits", entity_init=entity_init))
+
+    emb, unemb = rows("codes")
+    code = emb[values]
+    assert int(torch.linalg.matrix_rank(code, atol=0.5)) <= ENTITY_BASE * 3 == 21
+    assert 0.7 < float(code.std()) < 1.3
+    assert len({tuple(r.tolist()) for r in code}) == len(values)
+    torch.testing.assert_close(unemb[values], code * UNEMBED_TIE / 64 ** 0.5, rtol=0.02,
+                               atol=1e-3)
+    remb, _ = rows("random")
+    assert int(torch.linalg.matrix_rank(remb[values], atol=0.5)) == 64
+    number_list = sorted(numbers)
+    torch.testing.assert_close(emb[number_list], remb[number_list], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="entity_init"):
+        write_initial(tmp_path / "bad", config, vocab, seed=3, entity_init="zeros")

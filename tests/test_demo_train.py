@@ -22,10 +22,11 @@ SMALL = dict(num_layers=2, hidden_size=64, intermediate_size=64, num_heads=2, nu
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, one_torch_thread):
     out = tmp_path_factory.mktemp("demo")
-    # the shipped recipe's machinery (digit rows, a first stage, echo records, 25 zones)
+    # the shipped recipe's machinery (digit and value-code rows, a first stage, echo records,
+    # 25 zones)
     options = DemoTrainOptions(preset="demo", records=48, first_records=16, echo_weight=4,
-                               curriculum="arith",
-                               number_init="digits", heldout=12, batch_size=8, lr=1e-2,
+                               curriculum="arith-values", number_init="digits",
+                               entity_init="codes", heldout=12, batch_size=8, lr=1e-2,
                                warmup_steps=1, other_rows=8, save_every=None, eval_max_tokens=12,
                                eval_additions=6, config_changes=SMALL)
     return out, demo_train(out, options, progress=False, log=None)
@@ -61,12 +62,13 @@ def test_recipe_writes_every_artefact(run):
 def test_command_line(tmp_path):
     argv = ["demo-train", "--out", str(tmp_path / "x"), "--preset", "tiny", "--records", "8",
             "--heldout", "2", "--batch-size", "8", "--recipe", "copy", "--first-records", "8",
-            "--no-eval", "--quiet"]
+            "--entity-init", "codes", "--no-eval", "--quiet"]
     assert cli(argv) == 0
     summary = json.loads((tmp_path / "x" / "summary.json").read_text())
     assert summary["options"]["lr"] == 1e-3 and summary["options"]["number_init"] == "digits"
     assert summary["first_steps"] == 1 and summary["options"]["echo_weight"] == 4
     assert summary["options"]["curriculum"] == "echo"
+    assert summary["options"]["entity_init"] == "codes"  # the flag overrides the recipe's
     assert (tmp_path / "x" / "gptoss-demo.safetensors").is_file()
     assert cli(argv) == 2  # a non-empty --out needs --force (or --resume)
     assert cli(argv + ["--resume"]) == 0  # the run is complete: nothing left to train

@@ -20,20 +20,25 @@ def register(subparsers) -> None:
     p.add_argument("--first-records", type=int, default=None, metavar="N",
                    help="conversations of a first stage trained before the main corpus (0: "
                         "none; default: the recipe's)")
-    p.add_argument("--curriculum", choices=("echo", "arith"), default=None,
-                   help="the first stage's corpus: echo (repeating items) or arith (additions "
-                        "and echo records); default: the recipe's")
+    p.add_argument("--curriculum", choices=("echo", "arith", "arith-values"), default=None,
+                   help="the first stage's corpus: echo (repeating items), arith (additions "
+                        "and echo records) or arith-values (the same, the echo records "
+                        "repeating tool values too); default: the recipe's")
     p.add_argument("--heldout", type=int, default=None, metavar="N",
                    help="held-out conversations scored at the end")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--recipe", choices=("shipped", "v1", "copy"), default="shipped",
-                   help="option set: shipped (the packaged model's, default), v1 (the first "
-                        "shipped model's) or copy (a first stage of echo records only, 5 time "
+    p.add_argument("--recipe", choices=("shipped", "v2", "v1", "copy"), default="shipped",
+                   help="option set: shipped (the packaged model's, default), v2 and v1 (earlier "
+                        "shipped models') or copy (a first stage of echo records only, 5 time "
                         "zones); docs/demo.md; the flags below override it")
     p.add_argument("--number-init", choices=("digits", "random"), default=None,
                    help="initial rows of the number tokens 0-999: random or digits (built from "
                         "shared per-digit vectors, docs/demo.md)")
+    p.add_argument("--entity-init", choices=("codes", "random"), default=None,
+                   help="initial rows of the tokens of the tools' categorical values (symbols, "
+                        "currencies, zones, names...): random or codes (built from shared "
+                        "per-place vectors, docs/demo.md)")
     p.add_argument("--echo-weight", type=int, default=None, metavar="W",
                    help="echo records' weight in the main mix (the other tasks' sum to 100)")
     p.add_argument("--wide-zones", action=argparse.BooleanOptionalAction, default=None,
@@ -62,6 +67,7 @@ def _demo_train(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in (("records", args.records), ("heldout", args.heldout),
                                  ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("number_init", args.number_init),
+                                 ("entity_init", args.entity_init),
                                  ("first_records", args.first_records),
                                  ("curriculum", args.curriculum),
                                  ("echo_weight", args.echo_weight),

@@ -29,8 +29,10 @@ MIX = {tasks.greeting: 6, tasks.fact: 4, tasks.addition: 20, tasks.subtraction: 
        tasks.multiplication: 5, tasks.reverse: 5, tasks.upper: 4, tasks.count_letters: 4,
        tasks.function_call: 27, tasks.unknown_tool: 5, tasks.json_answer: 15}
 # the first-stage corpora (train.py's `curriculum`: trained before the main corpus): "echo"
-# (the recipe "copy") and "arith", additions and echo records
-CURRICULA = {"echo": {tasks.echo: 1}, "arith": {tasks.addition: 3, tasks.echo: 1}}
+# (the recipe "copy"), "arith", additions and echo records, and "arith-values", the same with
+# the echo records' named items drawn from every tool value (`tasks.echo_values`)
+CURRICULA = {"echo": {tasks.echo: 1}, "arith": {tasks.addition: 3, tasks.echo: 1},
+             "arith-values": {tasks.addition: 3, tasks.echo_values: 1}}
 
 
 def main_mix(echo_weight: int = 0, wide_zones: bool = False) -> dict:

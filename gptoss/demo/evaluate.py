@@ -168,23 +168,36 @@ def evaluate_checkpoint(folder: str | Path, heldout: str | Path, *, seed: int = 
     return scores
 
 
+def _init_text(options: dict) -> str:
+    """The card's sentence on the initial weights (train.py's number_init and entity_init)."""
+    structured = []
+    if options.get("number_init") == "digits":
+        structured.append("the number tokens 0-999 (one vector per digit and place, so what is "
+                          "learnt about \"7 in the ones place\" serves every such number)")
+    if options.get("entity_init") == "codes":
+        structured.append("the tokens of the tools' categorical values such as stock symbols, "
+                          "currencies and time zones (one vector per place of a short code, so "
+                          "copying one is a single map for all of them)")
+    if not structured:
+        return "All weights start from plain random values."
+    return ("At the start, the embedding rows of " + " and of ".join(structured)
+            + " are sums of shared random vectors, with their unembedding rows tied to them; "
+            "all other weights start from plain random values.")
+
+
 def _recipe_text(options: dict) -> dict:
     """The card's sentences that depend on the recipe (train.py's RECIPES)."""
     from .train import RECIPES
     named = next((name for name, changes in RECIPES.items() if changes and all(
         options.get(k) == v for k, v in changes.items())), None)
     first = options.get("first_records", 0)
-    what = ("additions and repetitions of numbers, times and words" if
-            options.get("curriculum") == "arith" else "repetitions of numbers, times and words")
+    what = {"arith": "additions and repetitions of numbers, times and words",
+            "arith-values": "additions and repetitions of numbers, times, words and tool values"
+            }.get(options.get("curriculum"), "repetitions of numbers, times and words")
     return {"warmup_text": f"{first} conversations of {what} (a first stage), then on "
                            if first else "",
             "recipe_flag": f" --recipe {named}" if named else "",
-            "init_text": ("The number tokens 0-999 start from random rows built from one vector "
-                          "per digit and place (so what is learnt about \"7 in the ones place\" "
-                          "serves every such number), with their unembedding rows tied to them at "
-                          "the start; all other weights start from plain random values."
-                          if options.get("number_init") == "digits" else
-                          "All weights start from plain random values."),
+            "init_text": _init_text(options),
             "echo_text": "; repeating a list of items" if options.get("echo_weight") else ""}
 
 

@@ -13,7 +13,8 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from .tools import CITIES, NAMES, TOOLS, UNKNOWN_TOOLS, WIDE_TOOLS, ToolSpec, arguments_text
+from .tools import (CITIES, NAMES, TOOLS, UNKNOWN_TOOLS, VALUES, WIDE_TOOLS, ToolSpec,
+                    arguments_text)
 
 EFFORTS = ("low", "medium", "high")
 WORDS = ("apple", "banana", "cherry", "grape", "lemon", "mango", "melon", "peach", "pear", "plum",
@@ -221,7 +222,7 @@ def count_letters(rng: random.Random, effort: str) -> Sample:
 
 
 # ---- copying ------------------------------------------------------------------------------------
-def _echo_item(rng: random.Random) -> str:
+def _echo_item(rng: random.Random, named=NAMES + CITIES) -> str:
     kind = rng.random()
     if kind < 0.6:
         return str(rng.randint(0, 999))
@@ -229,14 +230,14 @@ def _echo_item(rng: random.Random) -> str:
         return f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
     if kind < 0.9:
         return rng.choice(WORDS)
-    return rng.choice(NAMES + CITIES)
+    return rng.choice(named)
 
 
-def echo(rng: random.Random, effort: str) -> Sample:
-    """Repeat 2-6 items (numbers 0-999, times, words, names) in order: the copy warm-up of the
-    recipe (train.py) and a small share of the main mix, so that copying values from the context
-    (tool results, operands) is learnt early and kept."""
-    items = [_echo_item(rng) for _ in range(rng.randint(2, 6))]
+def echo(rng: random.Random, effort: str, named=NAMES + CITIES) -> Sample:
+    """Repeat 2-6 items (numbers 0-999, times, words, and names or other `named` values) in
+    order: the copy warm-up of the recipe (train.py) and a small share of the main mix, so that
+    copying values from the context (tool results, operands) is learnt early and kept."""
+    items = [_echo_item(rng, named) for _ in range(rng.randint(2, 6))]
     text = " ".join(items)
     steps = [f"The user gives {len(items)} items.", f"In order: {', '.join(items)}.",
              "Repeat them exactly."]
@@ -246,6 +247,12 @@ def echo(rng: random.Random, effort: str) -> Sample:
                       "Copy exactly: {t}")).format(t=text)
     return Sample("echo", f"echo:{text}:{effort}", [_user(ask), _reply(work, text)],
                   meta={"answer": text})
+
+
+def echo_values(rng: random.Random, effort: str) -> Sample:
+    """`echo` with its named items drawn from every categorical value of the tools' results
+    (`tools.VALUES`: symbols, currencies, zones, conditions, emails, names, cities)."""
+    return echo(rng, effort, VALUES)
 
 
 # ---- function calls ---------------------------------------------------------------------------

@@ -28,6 +28,11 @@ WIDE_ZONES = ZONES + ("Europe/Berlin", "Europe/Madrid", "Europe/Rome", "Europe/O
                       "America/Toronto", "Europe/Dublin", "Europe/Vienna", "Europe/Prague",
                       "Europe/Lisbon", "Europe/Athens", "Asia/Seoul", "America/Denver",
                       "America/Chicago", "America/Los_Angeles", "Asia/Singapore", "Asia/Dubai")
+# the categorical values tool results carry and answers quote (the contacts' emails among them):
+# `tasks.echo_values` repeats them, and their tokens start from structured rows (train.py's
+# `entity_rows`)
+VALUES = (NAMES + tuple(f"{n.lower()}@example.com" for n in NAMES) + CITIES + CONDITIONS
+          + CURRENCIES + SYMBOLS + WIDE_ZONES)
 
 
 @dataclass(frozen=True)

@@ -45,20 +45,27 @@ from .vocab import DemoVocab, vocab_from_examples
 
 
 NUMBER_INIT = ("digits", "random")
-def _check_number_init(value: str) -> None:
-    if value not in NUMBER_INIT:
-        raise ValueError(f"number_init must be one of {NUMBER_INIT}, got {value!r}")
+ENTITY_INIT = ("codes", "random")
+def _check_init(number_init: str, entity_init: str = "random") -> None:
+    if number_init not in NUMBER_INIT:
+        raise ValueError(f"number_init must be one of {NUMBER_INIT}, got {number_init!r}")
+    if entity_init not in ENTITY_INIT:
+        raise ValueError(f"entity_init must be one of {ENTITY_INIT}, got {entity_init!r}")
 
 
 # named option sets, as changes to the defaults: "shipped" is the recipe of the packaged model
-# (the defaults: digit-structured number rows, lr 1e-3, a first stage of 1,800 steps of additions
-# and echo records, echo records in the main mix, get_time over 25 zones; 4 December 2026);
-# "v1" the first shipped model's (3 December 2026) and "copy" the copy-learning variant measured
-# on 3 December 2026, neither shipped now (docs/demo.md)
+# (the defaults: digit-structured number rows, code-structured rows for the tools' categorical
+# values, lr 1e-3, a first stage of 1,800 steps of additions and echo records that repeat tool
+# values too, echo records in the main mix, get_time over 25 zones); "v2" the model shipped on
+# 4 December 2026 (the same without the value rows and value echoes), "v1" the first shipped
+# model's (3 December 2026) and "copy" the copy-learning variant measured on 3 December 2026
+# (docs/demo.md)
 RECIPES = {"shipped": {},
-           "v1": {"lr": 3e-3, "number_init": "random", "first_records": 0, "echo_weight": 0,
-                  "wide_zones": False},
-           "copy": {"first_records": 4800, "curriculum": "echo", "wide_zones": False}}
+           "v2": {"entity_init": "random", "curriculum": "arith"},
+           "v1": {"lr": 3e-3, "number_init": "random", "entity_init": "random", "first_records": 0,
+                  "echo_weight": 0, "wide_zones": False},
+           "copy": {"entity_init": "random", "first_records": 4800, "curriculum": "echo",
+                    "wide_zones": False}}
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class DemoTrainOptions:
     seed: int = 0
     records: int = 30000  # training conversations (one epoch; ~6.0M tokens, docs/demo.md)
     first_records: int = 28800  # a first stage trained before the corpus (0: none)
-    curriculum: str = "arith"  # its corpus: a key of corpus.CURRICULA
+    curriculum: str = "arith-values"  # its corpus: a key of corpus.CURRICULA
     echo_weight: int = 4  # echo records' weight in the main mix (corpus.MIX's weights sum to 100)
     wide_zones: bool = True  # get_time calls about 25 zones, not 5 (tools.WIDE_ZONES)
     heldout: int = 400  # held-out conversations for the eval loss and the metrics
@@ -77,6 +84,7 @@ class DemoTrainOptions:
     min_lr_ratio: float = 0.1
     other_rows: int = 2048
     number_init: str = "digits"  # "digits" | "random" (see `number_rows`)
+    entity_init: str = "codes"  # "codes" | "random" (see `entity_rows`)
     max_length: int = 640
     save_every: int | None = 200
     evaluate: bool = True
@@ -85,7 +93,7 @@ class DemoTrainOptions:
     config_changes: dict = field(default_factory=dict)  # ModelConfig overrides (tests)
 
     def __post_init__(self) -> None:
-        _check_number_init(self.number_init)
+        _check_init(self.number_init, self.entity_init)
         if self.first_records < 0 or self.echo_weight < 0:
             raise ValueError("first_records and echo_weight must be >= 0, got "
                              f"{self.first_records} and {self.echo_weight}")
@@ -152,13 +160,42 @@ def number_rows(vocab: DemoVocab, hidden: int, seed: int) -> dict[int, torch.Ten
     return rows
 
 
+ENTITY_BASE = 7  # `entity_rows`: the base of the codes
+
+
+def entity_rows(vocab: DemoVocab, hidden: int, seed: int,
+                taken: frozenset = frozenset()) -> dict[int, torch.Tensor]:
+    """Compact row -> initial embedding row of each token of the tools' categorical values
+    (`tools.VALUES`, with and without a leading space), rows in `taken` left out: the k-th such
+    token (in id order) gets code k in base ENTITY_BASE, and its row is the sum of one random
+    vector per (place, digit) of the code, / sqrt(places), so std 1. The rows span
+    ENTITY_BASE x places dimensions (21 for up to 343 tokens): one attention head's value
+    projection (head_dim 32) can carry any of them whole, and copying one from a tool result is
+    one token-independent map, as for numbers. Plain random rows span about `hidden` dimensions,
+    more than the demo's value projections (2 KV heads x 32) can pass on."""
+    from .tools import VALUES
+    table, tok = vocab.compact_map(), get_tokenizer()
+    ids = sorted({i for value in VALUES for form in (value, " " + value) for i in tok.encode(form)})
+    rows = sorted({table[i] for i in ids if i in table and table[i] not in taken})
+    places = 1
+    while ENTITY_BASE ** places < len(rows):
+        places += 1
+    g = torch.Generator().manual_seed(seed * 7919 + 29)
+    place = torch.randn(places, ENTITY_BASE, hidden, generator=g)
+    return {r: sum(place[p, (k // ENTITY_BASE ** p) % ENTITY_BASE] for p in range(places))
+            / math.sqrt(places) for k, r in enumerate(rows)}
+
+
 def _initial_stream(stream: Iterator[tuple[str, torch.Tensor]], vocab: DemoVocab,
-                    config: ModelConfig, seed: int, number_init: str):
+                    config: ModelConfig, seed: int, number_init: str, entity_init: str = "random"):
     """Random canonical tensors with every `other` unembedding row equal to the first one and,
     with number_init "digits", the number tokens' embedding and unembedding rows from
     `number_rows` (the unembedding's tied to the embedding's, so copying a number is one
-    token-independent map)."""
+    token-independent map); with entity_init "codes", the same for the tools' categorical values
+    from `entity_rows`."""
     numbers = number_rows(vocab, config.hidden_size, seed) if number_init == "digits" else {}
+    if entity_init == "codes":
+        numbers.update(entity_rows(vocab, config.hidden_size, seed, frozenset(numbers)))
     index = torch.tensor(list(numbers), dtype=torch.long)
     values = torch.stack(list(numbers.values())) if numbers else None
     for name, tensor in stream:
@@ -175,11 +212,11 @@ def _initial_stream(stream: Iterator[tuple[str, torch.Tensor]], vocab: DemoVocab
 
 
 def write_initial(out: Path, config: ModelConfig, vocab: DemoVocab, seed: int,
-                  number_init: str = "random") -> Path:
-    _check_number_init(number_init)
+                  number_init: str = "random", entity_init: str = "random") -> Path:
+    _check_init(number_init, entity_init)
     compact_config = config.replace(vocab_size=vocab.size)
     stream = _initial_stream(random_canonical(compact_config, seed), vocab, compact_config, seed,
-                             number_init)
+                             number_init, entity_init)
     return write_canonical(compact_config, out, stream, overwrite=True)
 
 
@@ -206,7 +243,7 @@ def demo_train(out: str | Path, options: DemoTrainOptions | None = None, *,
     vocab.save(out / "vocab.json")
     log = log or (lambda text: None)
     log(f"{train.summary()}; vocabulary {len(vocab.token_ids)} ids + {vocab.other_rows} shared")
-    start = write_initial(out / "init", config, vocab, o.seed, o.number_init)
+    start = write_initial(out / "init", config, vocab, o.seed, o.number_init, o.entity_init)
     began, history, steps = time.perf_counter(), [], 0
     for data, held_out, folder in stages:  # the first stage (if any), then the main corpus
         result = finetune(start, compact(data, vocab), folder,
